@@ -1,0 +1,65 @@
+"""Atomic writes: a file (or a whole run folder) appears complete or not at all, so an
+interrupted run never leaves a half-written CSV that a report would read as complete."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """JSON with NaN written as null (valid JSON for every reader)."""
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path: str | Path, df: pd.DataFrame) -> None:
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.10g"))
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh temporary sibling of ``final`` to fill before ``commit_dir``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+
+
+def commit_dir(staging: Path, final: Path) -> None:
+    """Replace ``final`` by the filled ``staging`` folder (rename: atomic on one file system)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)

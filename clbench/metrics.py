@@ -1,0 +1,264 @@
+"""Continual-evaluation metrics: pure functions of the accuracy log.
+
+The log is a DataFrame with one row per (evaluation, task): ``eval_step, iteration,
+trained_task, task, accuracy, n`` (accuracy a fraction in [0, 1]; ``trained_task`` is -1 for
+the evaluation before the first update). Every metric can therefore be recomputed from a
+saved ``curves.csv``.
+
+Phases. The *phase* of an evaluation is the highest task trained so far (the running maximum
+of ``trained_task``). In a sequential stream the phase is the trained task; in streams that
+revisit old tasks (recurring orderings) rehearsal belongs to the phase of the newest task.
+``R[i, j]`` is the accuracy on task *j* at the last evaluation of phase *i* (the end of task
+*i*), ``b_j`` the accuracy at initialisation, and a task's *curve* is its evaluations from the
+start of its own phase on. With 0-based tasks, "now" is the last evaluation and *p* its phase.
+
+Definitions follow De Lange, van de Ven & Tuytelaars, "Continual evaluation for lifelong
+learning: identifying the stability gap" (ICLR 2023) for min-ACC, WC-ACC, WF/WP; Lopez-Paz &
+Ranzato, "Gradient Episodic Memory" (NeurIPS 2017) for ACC/BWT/FWT (divided by T-1 here; their
+code divides by T); Chaudhry et al., "Riemannian walk" (ECCV 2018) for forgetting and
+"Efficient lifelong learning with A-GEM" (ICLR 2019) for LCA; Lapacz et al. (WACV 2025) for
+per-transition gap depth and recovery.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+LOG_COLUMNS = ["eval_step", "iteration", "trained_task", "task", "accuracy", "n"]
+RECOVERY_TOLERANCE = 0.01
+
+
+class _Log:
+    """The log pivoted once: one row per evaluation, one column per task."""
+
+    def __init__(self, log: pd.DataFrame):
+        if log.empty:
+            raise ValueError("the accuracy log is empty")
+        missing = set(LOG_COLUMNS) - set(log.columns) - {"n"}
+        if missing:
+            raise ValueError(f"the accuracy log lacks the column(s) {', '.join(sorted(missing))}")
+        steps = log.groupby("eval_step")[["iteration", "trained_task"]].first().sort_index()
+        self.A = log.pivot_table(index="eval_step", columns="task", values="accuracy", aggfunc="first")
+        self.A = self.A.reindex(steps.index)
+        self.n_tasks = int(log["task"].max()) + 1
+        self.A = self.A.reindex(columns=range(self.n_tasks))
+        self.iteration = steps["iteration"].to_numpy()
+        self.phase = steps["trained_task"].cummax().to_numpy()
+        self.p = int(self.phase[-1])
+        self.values = self.A.to_numpy(dtype=float)
+
+    def phase_end(self, i: int) -> int | None:
+        """Row of the last evaluation of phase ``i`` (None if phase i never happened)."""
+        rows = np.flatnonzero(self.phase == i)
+        return int(rows[-1]) if len(rows) else None
+
+    def curve(self, i: int) -> np.ndarray:
+        """Task ``i``'s accuracies from the start of its own phase on (evaluated rows only)."""
+        v = self.values[self.phase >= i, i]
+        return v[~np.isnan(v)]
+
+
+def _mean(xs) -> float:
+    xs = [x for x in xs if not (isinstance(x, float) and math.isnan(x))]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def accuracy_matrix(log: pd.DataFrame) -> np.ndarray:
+    """``R[i, j]``: accuracy on task j at the end of task i (NaN rows for tasks not yet finished)."""
+    L = _Log(log)
+    R = np.full((L.n_tasks, L.n_tasks), np.nan)
+    for i in range(L.n_tasks):
+        row = L.phase_end(i)
+        if row is not None:
+            R[i] = L.values[row]
+    return R
+
+
+def initial_accuracies(log: pd.DataFrame) -> np.ndarray:
+    """``b_j``: accuracy on every task before the first update (NaN if not evaluated)."""
+    L = _Log(log)
+    rows = np.flatnonzero(L.phase < 0)
+    return L.values[rows[-1]] if len(rows) else np.full(L.n_tasks, np.nan)
+
+
+def _final_row(log):
+    R = accuracy_matrix(log)
+    return R, R.shape[0]
+
+
+def acc(log: pd.DataFrame) -> float:
+    """ACC = mean_j R[T, j]: average accuracy over all tasks at the end of the last task."""
+    R, T = _final_row(log)
+    return float(np.mean(R[T - 1]))
+
+
+def bwt(log: pd.DataFrame) -> float:
+    """BWT = 1/(T-1) sum_{j<T} (R[T, j] - R[j, j]). NaN with a single task (no old task)."""
+    R, T = _final_row(log)
+    if T < 2:
+        return float("nan")
+    return float(np.mean([R[T - 1, j] - R[j, j] for j in range(T - 1)]))
+
+
+def fwt(log: pd.DataFrame) -> float:
+    """FWT = 1/(T-1) sum_{j>=2} (R[j-1, j] - b_j). NaN with one task or without the initial evaluation."""
+    R, T = _final_row(log)
+    b = initial_accuracies(log)
+    if T < 2:
+        return float("nan")
+    return float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))
+
+
+def forgetting(log: pd.DataFrame) -> float:
+    """FORG = 1/(T-1) sum_{j<T} (max_{l<T} R[l, j] - R[T, j]). NaN with a single task."""
+    R, T = _final_row(log)
+    if T < 2:
+        return float("nan")
+    return float(np.mean([np.max(R[:T - 1, j]) - R[T - 1, j] for j in range(T - 1)]))
+
+
+def min_acc(log: pd.DataFrame) -> float:
+    """min-ACC = 1/(k-1) sum_{i<k} min_{|T_i| < n <= now} A_i(n): the worst accuracy each old task
+    fell to after its own training ended, averaged. NaN while no task is old yet."""
+    L = _Log(log)
+    mins = []
+    for i in range(L.p):
+        v = L.values[L.phase > i, i]
+        v = v[~np.isnan(v)]
+        if len(v):
+            mins.append(float(v.min()))
+    return _mean(mins) if L.p >= 1 else float("nan")
+
+
+def wc_acc(log: pd.DataFrame) -> float:
+    """WC-ACC = (1/k) A_k(now) + (1 - 1/k) min-ACC_k: a lower bound on accuracy at any point.
+    With one task seen (k = 1) it is A_1(now)."""
+    L = _Log(log)
+    k = L.p + 1
+    current = L.curve(L.p)
+    a_now = float(current[-1]) if len(current) else float("nan")
+    if k == 1:
+        return a_now
+    return a_now / k + (1 - 1 / k) * min_acc(log)
+
+
+def _windowed(curve: np.ndarray, w: int, rise: bool) -> float:
+    """Largest drop (or rise) a[m] -> a[n], m < n, within w consecutive evaluations; 0 if none."""
+    best = 0.0
+    for n in range(1, len(curve)):
+        window = curve[max(0, n - w + 1):n]
+        change = curve[n] - window.min() if rise else window.max() - curve[n]
+        best = max(best, float(change))
+    return best
+
+
+def windowed_forgetting(log: pd.DataFrame, w: int = 10) -> float:
+    """WF^w: per task, the largest drop inside any window of w consecutive evaluations of its
+    curve, averaged over the tasks seen so far (the one being trained included, as the reference
+    code does)."""
+    L = _Log(log)
+    return _mean([_windowed(L.curve(i), w, rise=False) for i in range(L.p + 1)])
+
+
+def windowed_plasticity(log: pd.DataFrame, w: int = 10) -> float:
+    """WP^w: as WF^w with the largest rise instead of the largest drop."""
+    L = _Log(log)
+    return _mean([_windowed(L.curve(i), w, rise=True) for i in range(L.p + 1)])
+
+
+def lca(log: pd.DataFrame, b: int = 10) -> float:
+    """LCA^b: mean of the first b evaluations of each task while it is trained (its own phase),
+    averaged over tasks: how fast a task is learned."""
+    L = _Log(log)
+    out = []
+    for i in range(L.p + 1):
+        v = L.values[L.phase == i, i]
+        v = v[~np.isnan(v)][:b]
+        if len(v):
+            out.append(float(v.mean()))
+    return _mean(out)
+
+
+def aaa(log: pd.DataFrame) -> float:
+    """AAA: mean over all evaluations (after the first update) of the mean accuracy on the tasks
+    seen so far."""
+    L = _Log(log)
+    per_step = [np.nanmean(L.values[r, :L.phase[r] + 1]) for r in range(len(L.phase)) if L.phase[r] >= 0]
+    return _mean(per_step)
+
+
+def stability_gap(log: pd.DataFrame) -> pd.DataFrame:
+    """One row per (old task i, later task t): the dip of task i while task t is learned.
+
+    ``pre`` = A_i at the end of task t-1; ``minimum`` = min of A_i over task t's evaluations;
+    ``depth`` = pre - minimum and ``depth_norm`` = depth / pre; ``recovery`` = A_i(end of t) -
+    minimum; ``iters_to_recover`` = updates of task t until A_i is first back within 0.01 of
+    ``pre`` at or after the minimum (0 if it never left that band, NaN if it never came back
+    during task t).
+    """
+    L = _Log(log)
+    rows = []
+    for t in range(1, L.p + 1):
+        prev = L.phase_end(t - 1)
+        if prev is None:
+            continue
+        in_t = np.flatnonzero(L.phase == t)
+        start_iter = L.iteration[prev]
+        for i in range(t):
+            pre = L.values[prev, i]
+            v = L.values[in_t, i]
+            ok = ~np.isnan(v)
+            v, its = v[ok], L.iteration[in_t][ok]
+            if not len(v) or np.isnan(pre):
+                continue
+            j = int(np.argmin(v))
+            minimum = float(v[j])
+            if minimum >= pre - RECOVERY_TOLERANCE:
+                to_recover = 0.0
+            else:
+                back = np.flatnonzero(v[j:] >= pre - RECOVERY_TOLERANCE)
+                to_recover = float(its[j + back[0]] - start_iter) if len(back) else float("nan")
+            depth = float(pre - minimum)
+            rows.append({"task": i, "transition": t, "pre": float(pre), "minimum": minimum, "depth": depth,
+                         "depth_norm": depth / pre if pre > 0 else float("nan"),
+                         "recovery": float(v[-1] - minimum), "iters_to_recover": to_recover})
+    return pd.DataFrame(rows, columns=["task", "transition", "pre", "minimum", "depth", "depth_norm", "recovery",
+                                       "iters_to_recover"])
+
+
+def summarize(log: pd.DataFrame) -> dict[str, float]:
+    """Every metric of the log in one dict (WF/WP at w = 10 and 100, LCA at b = 10)."""
+    gap = stability_gap(log)
+    return {
+        "acc": acc(log), "bwt": bwt(log), "fwt": fwt(log), "forgetting": forgetting(log),
+        "min_acc": min_acc(log), "wc_acc": wc_acc(log),
+        "wf10": windowed_forgetting(log, 10), "wf100": windowed_forgetting(log, 100),
+        "wp10": windowed_plasticity(log, 10), "wp100": windowed_plasticity(log, 100),
+        "lca10": lca(log, 10), "aaa": aaa(log),
+        "gap_depth": _mean(gap["depth"].tolist()), "gap_depth_norm": _mean(gap["depth_norm"].tolist()),
+        "gap_recovery": _mean(gap["recovery"].tolist()),
+        "gap_iters_to_recover": _mean(gap["iters_to_recover"].tolist()),
+        "gap_unrecovered": float(gap["iters_to_recover"].isna().mean()) if len(gap) else float("nan"),
+    }
+
+
+METRIC_DESCRIPTIONS = {
+    "acc": "final average accuracy over all tasks (GEM paper)",
+    "bwt": "backward transfer, divided by T-1 (GEM's code divides by T)",
+    "fwt": "forward transfer vs the accuracy at initialisation",
+    "forgetting": "mean drop from each old task's best end-of-task accuracy (Chaudhry et al. 2018)",
+    "min_acc": "mean over old tasks of the lowest accuracy after their training (De Lange et al. 2023)",
+    "wc_acc": "worst-case accuracy: A_k/k + (1-1/k) min-ACC (De Lange et al. 2023)",
+    "wf10": "windowed forgetting, window 10 evaluations", "wf100": "windowed forgetting, window 100",
+    "wp10": "windowed plasticity, window 10", "wp100": "windowed plasticity, window 100",
+    "lca10": "learning-curve area over the first 10 evaluations of each task (Chaudhry et al. 2019)",
+    "aaa": "average anytime accuracy over all evaluations",
+    "gap_depth": "mean stability-gap depth over (old task, transition) pairs (Lapacz et al. 2025)",
+    "gap_depth_norm": "gap depth divided by the pre-switch accuracy",
+    "gap_recovery": "mean recovery from the gap's minimum by the end of the transition",
+    "gap_iters_to_recover": "mean updates until back within 0.01 of the pre-switch accuracy",
+    "gap_unrecovered": "fraction of (task, transition) pairs that never recovered",
+}

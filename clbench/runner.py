@@ -1,0 +1,232 @@
+"""Run one configuration: build the scenario and stream, train the strategy along it,
+evaluate continually, write the run folder. Multi-run experiments call ``run`` once per
+(scenario, strategy, seed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import scenarios
+from clbench import io, metrics
+from clbench.evaluator import Evaluator, Schedule, subset_size
+from scenarios.errors import InputError
+from scenarios.orderings import make_stream
+from strategies import build_model, create, strategy_entry
+from strategies.registry import coerce_params
+
+RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.json")
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's numbers. ``None`` means "the scenario's default"."""
+
+    scenario: str = "split-digits"
+    strategy: str = "finetune"
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    scenario_options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    batch_size: int | None = None
+    epochs: float | None = None
+    iterations: int | None = None
+    eval_every: int | None = 1
+    eval_subset: int | str = 1000
+    eval_resample: bool = False
+    dense_after_switch: int = 0
+    ordering: str = "sequential"
+    ordering_params: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    data_root: str | None = None
+
+    def resolved(self, scenario: scenarios.Scenario) -> RunConfig:
+        """The config with the scenario's training defaults filled in."""
+        train = scenario.meta.get("train", {})
+        c = dataclasses.replace(self)
+        c.model = c.model or train.get("model", "mlp")
+        if not c.model_options and c.model == train.get("model") and "hidden" in train:
+            c.model_options = {"hidden": list(train["hidden"])}
+        c.optimizer = c.optimizer or train.get("optimizer", "sgd")
+        c.lr = c.lr if c.lr is not None else train.get("lr", 0.01)
+        c.momentum = c.momentum if c.momentum is not None else train.get("momentum", 0.9)
+        c.batch_size = c.batch_size or train.get("batch_size", 32)
+        if c.epochs is None and c.iterations is None:
+            c.epochs, c.iterations = train.get("epochs"), train.get("iterations")
+        c.params = coerce_params(c.strategy, c.params)
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    log: pd.DataFrame
+    summary: dict[str, Any]
+    out_dir: Path | None
+
+
+def _optimizer(name: str, params, lr: float, momentum: float) -> torch.optim.Optimizer | None:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return None
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise InputError(f"unknown optimizer {name!r}; known optimizers: sgd, adam")
+
+
+def check_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device} asked for, but CUDA is not available on this machine")
+    return dev
+
+
+def build_strategy(config: RunConfig, scenario: scenarios.Scenario, device: torch.device):
+    """Model (seeded), optimiser and strategy exactly as the run uses them."""
+    torch.manual_seed(config.seed)
+    entry = strategy_entry(config.strategy)
+    model = optimizer = None
+    if entry.uses_model:
+        model = build_model(config.model, scenario.input_shape, scenario.n_classes, **config.model_options).to(device)
+        optimizer = _optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
+    return create(config.strategy, model, optimizer, setting=scenario.setting, task_classes=scenario.task_classes,
+                  n_classes=scenario.n_classes, seed=config.seed, **config.params)
+
+
+def record(config: RunConfig, scenario: scenarios.Scenario, strategy, stream, evaluator: Evaluator) -> dict:
+    """config.json: the run as asked and every choice that changes the numbers."""
+    return {
+        "run": config.to_dict(),
+        "scenario": {"name": scenario.name, "setting": scenario.setting, "n_tasks": len(scenario.tasks),
+                     "n_classes": scenario.n_classes, "class_order": scenario.class_order,
+                     "task_classes": scenario.task_classes,
+                     **{k: v for k, v in scenario.meta.items() if k not in ("class_names",)}},
+        "strategy": strategy.config(),
+        "stream": {**stream.meta, "iterations_total": len(stream)},
+        "evaluation": {"every": config.eval_every, "subset": config.eval_subset,
+                       "subsets": "resampled every evaluation" if config.eval_resample else "fixed, seeded",
+                       "dense_after_switch": config.dense_after_switch, "when": "after the update",
+                       "samples_per_task": [evaluator.offsets[t + 1] - evaluator.offsets[t]
+                                            for t in range(evaluator.n_tasks)]},
+        "versions": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
+    }
+
+
+def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> RunResult:
+    """Train and evaluate one configuration; write the run folder atomically when ``out_dir`` is set.
+
+    ``progress`` (optional) is called as ``progress(iteration, total, task, mean_accuracy)`` at
+    each evaluation; mean_accuracy is None when it was not computed.
+    """
+    device = check_device(config.device)
+    t_start = time.perf_counter()
+    scenario = scenarios.build(config.scenario, seed=config.seed, root=config.data_root, **config.scenario_options)
+    config = config.resolved(scenario)
+    strategy = build_strategy(config, scenario, device)
+    stream = make_stream(scenario, config.ordering, seed=config.seed, batch_size=config.batch_size,
+                         epochs=config.epochs, iterations=config.iterations,
+                         views=getattr(strategy, "views", 1), **config.ordering_params)
+    try:
+        evaluator = Evaluator(scenario, subset=subset_size(config.eval_subset), resample=config.eval_resample,
+                              seed=config.seed, device=device)
+        schedule = Schedule([(s.start, s.stop) for s in stream.segments], config.eval_every,
+                            config.dense_after_switch)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+    pool_x = stream.pool.x.to(device)
+    pool_y = stream.pool.y.to(device)
+    pool_task = stream.pool_task.to(device)
+    sizes = [len(b) for b in stream.batches]
+    flat = torch.cat(stream.batches).to(device)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    n_total = len(stream)
+
+    losses: list[torch.Tensor] = []
+    train_seconds = np.zeros(n_total)
+    eval_seconds = 0.0
+    phase = -1
+
+    def evaluate(n: int, trained: int) -> None:
+        nonlocal eval_seconds
+        t0 = time.perf_counter()
+        ev = evaluator.evaluate(strategy, evaluator.n_tasks if schedule.full(n) else phase + 1, n, trained)
+        eval_seconds += time.perf_counter() - t0
+        if progress is not None:
+            progress(n, n_total, trained, ev)
+
+    strategy.before_stream(scenario)
+    evaluate(0, -1)
+    for seg in stream.segments:
+        phase = max(phase, seg.task)
+        strategy.before_task(scenario.tasks[seg.task])
+        for it in range(seg.start, seg.stop):
+            t0 = time.perf_counter()
+            idx = flat[starts[it]:starts[it + 1]]
+            x = stream.pool.normalize(pool_x[idx])
+            losses.append(strategy.observe(x, pool_y[idx], pool_task[idx]))
+            if it + 1 == seg.stop:
+                strategy.after_task(scenario.tasks[seg.task])
+            train_seconds[it] = time.perf_counter() - t0
+            if schedule.due(it + 1):
+                evaluate(it + 1, seg.task)
+
+    log = pd.DataFrame(evaluator.log_rows(), columns=metrics.LOG_COLUMNS)
+    loss_values = torch.stack(losses).float().cpu().numpy() if losses else np.zeros(0)
+    train = pd.DataFrame({"iteration": np.arange(1, n_total + 1), "task": stream.task_of_iteration.numpy(),
+                          "loss": loss_values, "seconds": np.cumsum(train_seconds)})
+    wall = time.perf_counter() - t_start
+    summary = {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
+               "n_evaluations": len(evaluator.history), "wall_seconds": wall,
+               "train_seconds": float(train_seconds.sum()), "eval_seconds": eval_seconds,
+               "train_iters_per_second": n_total / max(float(train_seconds.sum()), 1e-9),
+               "scenario": scenario.name, "setting": scenario.setting, "strategy": config.strategy,
+               "seed": config.seed, "params": config.params}
+    out = None
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_run(out, record(config, scenario, strategy, stream, evaluator), log, train, summary)
+    return RunResult(config, log, summary, out)
+
+
+def write_run(out: Path, config_record: dict, log: pd.DataFrame, train: pd.DataFrame, summary: dict) -> None:
+    """Fill a staging folder, then rename it into place: a run folder is complete or absent."""
+    staging = io.staging_dir(out)
+    try:
+        io.write_json(staging / "config.json", config_record)
+        io.write_csv(staging / "curves.csv", log)
+        R = metrics.accuracy_matrix(log)
+        matrix = pd.DataFrame(R, columns=[f"task{j}" for j in range(R.shape[1])])
+        matrix.insert(0, "after_task", range(R.shape[0]))
+        io.write_csv(staging / "matrix.csv", matrix)
+        io.write_csv(staging / "train.csv", train)
+        io.write_json(staging / "summary.json", summary)
+        io.commit_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def is_complete(run_dir: Path) -> bool:
+    return all((run_dir / f).is_file() for f in RUN_FILES)

@@ -1,0 +1,114 @@
+"""The stream: the iteration plan every strategy of an experiment shares.
+
+A stream is a list of batches (indices into ``pool``, the concatenation of every task's
+training data) and the nominal task of each iteration. Task boundaries are explicit
+(``segments``), so boundary-aware strategies still get ``before_task``/``after_task`` even in
+streams whose batches mix tasks. All randomness comes from the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from scenarios.data import Scenario, TensorData
+from scenarios.errors import InputError
+
+
+@dataclass
+class Segment:
+    """A run of consecutive iterations ``[start, stop)`` whose nominal task is ``task``."""
+
+    task: int
+    start: int
+    stop: int
+
+
+@dataclass
+class Stream:
+    pool: TensorData
+    pool_task: torch.Tensor
+    batches: list[torch.Tensor]
+    task_of_iteration: torch.Tensor
+    segments: list[Segment]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def task_offsets(self) -> list[int]:
+        """Where each task's samples start in ``pool`` (plus the total at the end)."""
+        counts = torch.bincount(self.pool_task, minlength=int(self.pool_task.max()) + 1).tolist()
+        return [0, *torch.tensor(counts).cumsum(0).tolist()]
+
+
+def _gen(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * stream + 11)
+
+
+def make_pool(scenario: Scenario) -> tuple[TensorData, torch.Tensor]:
+    """All tasks' training data in one ``TensorData`` and the task of each sample."""
+    tr = [t.train for t in scenario.tasks]
+    pool = TensorData(torch.cat([d.x for d in tr]), torch.cat([d.y for d in tr]), tr[0].mean, tr[0].std)
+    pool_task = torch.cat([torch.full((len(d),), i, dtype=torch.long) for i, d in enumerate(tr)])
+    return pool, pool_task
+
+
+def epoch_batches(n: int, batch_size: int, n_iterations: int, g: torch.Generator, views: int = 1) -> list[torch.Tensor]:
+    """``n_iterations`` batches over ``range(n)``, epoch after epoch.
+
+    With ``views`` > 1 (the view-batch sampler of Kang et al., CVPR 2025) a new permutation is
+    drawn every ``views`` epochs, every index is repeated ``views`` times in a row, and each epoch
+    consumes one ``views``-th of that sequence: the batch size and the iterations per epoch stay
+    the same, and a sample comes back after about ``views`` epochs instead of one. Groups of
+    repeats never straddle two batches (``batch_size`` must be a multiple of ``views``).
+    """
+    if views < 1:
+        raise InputError(f"views must be at least 1, not {views}")
+    if batch_size % views:
+        raise InputError(f"batch size {batch_size} is not divisible by views={views}")
+    per_epoch = math.ceil(n / batch_size)
+    out: list[torch.Tensor] = []
+    while len(out) < n_iterations:
+        seq = torch.randperm(n, generator=g).repeat_interleave(views)
+        cuts = [views * round(e * n / views) if views > 1 else e * n for e in range(views + 1)]
+        for e in range(views):
+            epoch = seq[cuts[e]:cuts[e + 1]]
+            for b in range(per_epoch):
+                chunk = epoch[b * batch_size:(b + 1) * batch_size]
+                if len(chunk):
+                    out.append(chunk)
+    return out[:n_iterations]
+
+
+def iterations_per_task(n_train: int, batch_size: int, epochs: float | None, iterations: int | None) -> int:
+    if iterations is not None:
+        if iterations < 1:
+            raise InputError(f"iterations per task must be at least 1, not {iterations}")
+        return int(iterations)
+    if epochs is None or epochs <= 0:
+        raise InputError(f"epochs per task must be positive, not {epochs}")
+    return max(1, round(epochs * math.ceil(n_train / batch_size)))
+
+
+def sequential(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | None = 1,
+               iterations: int | None = None, views: int = 1) -> Stream:
+    """Tasks one after another with sharp boundaries: the default ordering."""
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    pool, pool_task = make_pool(scenario)
+    offsets = [0, *torch.tensor([len(t.train) for t in scenario.tasks]).cumsum(0).tolist()]
+    batches, tasks, segments = [], [], []
+    for t, task in enumerate(scenario.tasks):
+        n_it = iterations_per_task(len(task.train), batch_size, epochs, iterations)
+        g = _gen(seed, t)
+        bs = [b + offsets[t] for b in epoch_batches(len(task.train), batch_size, n_it, g, views)]
+        segments.append(Segment(t, len(batches), len(batches) + len(bs)))
+        batches += bs
+        tasks += [t] * len(bs)
+    return Stream(pool, pool_task, batches, torch.tensor(tasks), segments,
+                  {"ordering": "sequential", "batch_size": batch_size, "epochs": epochs, "iterations": iterations,
+                   "views": views})

@@ -1,0 +1,147 @@
+"""Elastic weight consolidation with the Fisher variants made explicit."""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from scenarios.data import Task
+from scenarios.errors import InputError
+from strategies.base import Strategy
+
+FISHER_VARIANTS = ("exact", "sample", "empirical", "batched")
+
+
+class EWC(Strategy):
+    """EWC (Kirkpatrick et al., PNAS 2017); online EWC (Schwarz et al., ICML 2018).
+
+    Penalty ``lambda/2 * sum F (theta - theta*)^2`` (``half=False`` drops the 1/2, as Avalanche
+    does). ``mode='separate'`` keeps one penalty per old task; ``'online'`` keeps a running
+    Fisher ``F <- gamma F + F_new`` anchored at the latest parameters.
+
+    Fisher variants (van de Ven, "On the computation of the Fisher information in continual
+    learning", ICLR 2025 blog post): ``exact`` = E_x sum_y p(y|x) (d log p(y|x))^2, ``sample`` =
+    one y drawn from p(y|x), ``empirical`` = the true y, ``batched`` = squared gradient of a
+    minibatch-mean loss averaged over minibatches (Avalanche's). Lambda is not portable across
+    variants, ``fisher_n`` or the 1/2 factor: all of them go into the run config.
+    """
+
+    name = "ewc"
+
+    def __init__(self, model, optimizer=None, *, ewc_lambda: float = 1000.0, mode: str = "separate",
+                 gamma: float = 1.0, fisher: str = "exact", fisher_n: int | None = None,
+                 fisher_batch: int | None = None, half: bool = True, **common):
+        super().__init__(model, optimizer, **common)
+        if mode not in ("separate", "online"):
+            raise InputError(f"EWC mode must be 'separate' or 'online', not {mode!r}")
+        if fisher not in FISHER_VARIANTS:
+            raise InputError(f"unknown Fisher variant {fisher!r}; known: {', '.join(FISHER_VARIANTS)}")
+        if ewc_lambda < 0:
+            raise InputError(f"ewc_lambda must be >= 0, not {ewc_lambda}")
+        self.ewc_lambda, self.mode, self.gamma, self.fisher = ewc_lambda, mode, gamma, fisher
+        self.fisher_n, self.fisher_batch, self.half = fisher_n, fisher_batch, half
+        self.penalties: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+        self._last_batch = 32
+
+    def training_loss(self, x, y, task_ids):
+        self._last_batch = len(y)
+        loss = self.batch_loss(self.logits(x, task_ids), y)
+        if self.penalties and self.ewc_lambda > 0:
+            loss = loss + self.penalty()
+        return loss
+
+    def penalty(self) -> torch.Tensor:
+        factor = self.ewc_lambda * (0.5 if self.half else 1.0)
+        total = 0.0
+        named = dict(self.model.named_parameters())
+        for fisher, anchor in self.penalties:
+            for k, f in fisher.items():
+                total = total + (f * (named[k] - anchor[k]).pow(2)).sum()
+        return factor * total
+
+    def after_task(self, task: Task) -> None:
+        new = self.compute_fisher(task)
+        anchor = {k: p.detach().clone() for k, p in self.model.named_parameters() if p.requires_grad}
+        if self.mode == "separate":
+            self.penalties.append((new, anchor))
+        else:
+            old = self.penalties[0][0] if self.penalties else None
+            merged = {k: v + (self.gamma * old[k] if old is not None else 0) for k, v in new.items()}
+            self.penalties = [(merged, anchor)]
+
+    # ---------------------------------------------------------------- Fisher information
+    def compute_fisher(self, task: Task) -> dict[str, torch.Tensor]:
+        """Diagonal Fisher of the current model on ``task``'s training data (eval mode)."""
+        data = task.train
+        n = len(data)
+        idx = torch.arange(n)
+        if self.fisher_n is not None and self.fisher_n < n:
+            idx = torch.randperm(n, generator=self.generator)[:self.fisher_n].sort().values
+        was = self.model.training
+        self.model.eval()
+        try:
+            x, y = data.batch(idx, self.device)
+            t = torch.full_like(y, task.id)
+            if self.fisher == "batched":
+                return self._fisher_batched(x, y, t)
+            return self._fisher_per_sample(x, y, t)
+        finally:
+            self.model.train(was)
+
+    def _fisher_batched(self, x, y, t):
+        b = self.fisher_batch or self._last_batch
+        params = {k: p for k, p in self.model.named_parameters() if p.requires_grad}
+        out = {k: torch.zeros_like(p) for k, p in params.items()}
+        n_batches = 0
+        for s in range(0, len(y), b):
+            self.model.zero_grad(set_to_none=True)
+            F.cross_entropy(self.logits(x[s:s + b], t[s:s + b]), y[s:s + b]).backward()
+            for k, p in params.items():
+                if p.grad is not None:
+                    out[k] += p.grad.detach() ** 2
+            n_batches += 1
+        self.model.zero_grad(set_to_none=True)
+        return {k: v / max(1, n_batches) for k, v in out.items()}
+
+    def _fisher_per_sample(self, x, y, t):
+        model = self.model
+        params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+        buffers = {k: b.detach() for k, b in model.named_buffers()}
+        mask = self._mask.to(self.device) if self.setting == "task-il" else None
+
+        def log_probs(p, xi, ti):
+            logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))[0]
+            if mask is not None:
+                row = torch.index_select(mask, 0, ti.reshape(1))[0, :logits.shape[0]]
+                logits = torch.where(row, logits, torch.full_like(logits, -1e9))
+            return F.log_softmax(logits, 0)
+
+        per_sample = vmap(grad(lambda p, xi, ti, ci: log_probs(p, xi, ti).gather(0, ci.reshape(1))[0]),
+                          in_dims=(None, 0, 0, 0))
+        out = {k: torch.zeros_like(p) for k, p in params.items()}
+        n_params = sum(p.numel() for p in params.values())
+        chunk = max(1, min(256, int(2e7 // max(1, n_params))))
+        for s in range(0, len(y), chunk):
+            xs, ys, ts = x[s:s + chunk], y[s:s + chunk], t[s:s + chunk]
+            with torch.no_grad():
+                probs = torch.softmax(torch.vmap(log_probs, in_dims=(None, 0, 0))(params, xs, ts), 1)
+            if self.fisher == "exact":
+                labels = [(torch.full_like(ys, c), probs[:, c]) for c in range(probs.shape[1])
+                          if bool((probs[:, c] > 0).any())]
+            elif self.fisher == "sample":
+                drawn = torch.multinomial(probs.cpu(), 1, generator=self.generator).flatten().to(ys.device)
+                labels = [(drawn, torch.ones_like(probs[:, 0]))]
+            else:
+                labels = [(ys, torch.ones_like(probs[:, 0]))]
+            for cs, w in labels:
+                g = per_sample(params, xs, ts, cs)
+                for k in out:
+                    out[k] += torch.einsum("n,n...->...", w, g[k] ** 2)
+        return {k: v / len(y) for k, v in out.items()}
+
+    def config(self):
+        return {**super().config(), "ewc_lambda": self.ewc_lambda, "mode": self.mode, "gamma": self.gamma,
+                "fisher": self.fisher, "fisher_n": self.fisher_n or "all",
+                "fisher_batch": self.fisher_batch if self.fisher == "batched" else None,
+                "penalty": "lambda/2 * sum F (theta - theta*)^2" if self.half else "lambda * sum F (theta - theta*)^2"}

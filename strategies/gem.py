@@ -1,0 +1,98 @@
+"""Gradient episodic memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from scenarios.errors import InputError
+from strategies.base import Strategy
+
+
+def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-3) -> torch.Tensor:
+    """GEM's projection (Lopez-Paz & Ranzato, NeurIPS 2017, eq. 10-11): solve the dual QP
+
+        min_v 1/2 v^T (G G^T + eps I) v + g^T G^T v   subject to  v >= margin
+
+    with quadprog and return ``G^T v + g``: the closest gradient (in L2) whose dot product with
+    every memory gradient is non-negative. ``g`` is the flat gradient, ``G`` one row per past task.
+    """
+    import quadprog
+
+    Gd = G.detach().double().cpu().numpy()
+    gd = g.detach().double().cpu().numpy()
+    t = Gd.shape[0]
+    P = Gd @ Gd.T
+    P = 0.5 * (P + P.T) + eps * np.eye(t)
+    q = -(Gd @ gd)
+    v = quadprog.solve_qp(P, q, np.eye(t), np.full(t, margin))[0]
+    return torch.from_numpy(v @ Gd + gd).to(g.dtype).to(g.device)
+
+
+class GEM(Strategy):
+    """GEM: an episodic memory of the ``patterns_per_task`` most recent samples of each task; when
+    the new gradient would increase the loss on a past task's memory (negative dot product), it
+    is projected by a QP (``memory_strength`` is the margin, 0.5 in the paper). Everything works
+    on one flattened gradient vector."""
+
+    name = "gem"
+
+    def __init__(self, model, optimizer=None, *, patterns_per_task: int = 256, memory_strength: float = 0.5,
+                 **common):
+        super().__init__(model, optimizer, **common)
+        if patterns_per_task < 1:
+            raise InputError(f"patterns_per_task must be at least 1, not {patterns_per_task}")
+        self.patterns_per_task, self.memory_strength = patterns_per_task, memory_strength
+        self.memory: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.n_projections = 0
+        self._params = [p for p in model.parameters() if p.requires_grad]
+
+    def _flat_grad(self) -> torch.Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self._params])
+
+    def _set_grad(self, flat: torch.Tensor) -> None:
+        offset = 0
+        for p in self._params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+
+    def observe(self, x, y, task_ids=None):
+        if task_ids is None:
+            task_ids = torch.full_like(y, self.current_task or 0)
+        self.model.train()
+        past = [k for k in self.memory if k != self.current_task]
+        G = []
+        for k in past:
+            mx, my, mt = self.memory[k]
+            self.optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(self.logits(mx, mt), my).backward()
+            G.append(self._flat_grad())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.batch_loss(self.logits(x, task_ids), y)
+        loss.backward()
+        if G:
+            Gm = torch.stack(G)
+            g = self._flat_grad()
+            if bool((Gm @ g < 0).any()):
+                self._set_grad(project_gradient(g, Gm, self.memory_strength))
+                self.n_projections += 1
+        self.optimizer.step()
+        self._remember(x, y, task_ids)
+        return loss.detach()
+
+    def _remember(self, x, y, t) -> None:
+        """Keep the most recent ``patterns_per_task`` samples of each task in the batch."""
+        for k in t.unique().tolist():
+            sel = t == k
+            new = (x[sel].detach(), y[sel].detach(), t[sel].detach())
+            old = self.memory.get(k)
+            if old is not None:
+                new = tuple(torch.cat([o, n]) for o, n in zip(old, new))
+            self.memory[k] = tuple(v[-self.patterns_per_task:] for v in new)
+
+    def config(self):
+        return {**super().config(), "patterns_per_task": self.patterns_per_task,
+                "memory_strength": self.memory_strength, "qp": "dual, quadprog, P = G G^T + 1e-3 I",
+                "memory": "most recent samples of each task"}

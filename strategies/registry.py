@@ -1,0 +1,132 @@
+"""Strategies by name, with their own parameters and defaults (``clbench list strategies``)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scenarios.errors import InputError
+from strategies.base import Finetune, Strategy
+
+#: arguments every strategy takes from the runner, not from ``--param``
+COMMON = {"self", "model", "optimizer", "lr", "momentum", "setting", "task_classes", "n_classes", "seed", "inner"}
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    name: str
+    factory: Callable[..., Strategy]
+    classes: tuple[type, ...]
+    summary: str
+    fixed: dict[str, Any]
+
+    def params(self) -> dict[str, Any]:
+        """Own parameters and their defaults (later classes are wrappers around the first)."""
+        out: dict[str, Any] = {}
+        for cls in self.classes:
+            for p in inspect.signature(cls.__init__).parameters.values():
+                if p.name not in COMMON and p.kind == p.KEYWORD_ONLY:
+                    out[p.name] = p.default
+        out.update(self.fixed)
+        return out
+
+    @property
+    def uses_model(self) -> bool:
+        return self.classes[0].uses_model
+
+
+REGISTRY: dict[str, StrategyEntry] = {}
+
+
+def register(name: str, cls: type, summary: str, wrapper: type | None = None, **fixed) -> None:
+    if wrapper is None:
+        factory = lambda model, optimizer=None, **kw: cls(model, optimizer, **{**fixed, **kw})  # noqa: E731
+        classes = (cls,)
+    else:
+        outer_names = set(inspect.signature(wrapper.__init__).parameters) - {"self", "inner"}
+
+        def factory(model, optimizer=None, **kw):
+            outer_kw = {k: v for k, v in kw.items() if k in outer_names}
+            inner_kw = {k: v for k, v in kw.items() if k not in outer_names or k in COMMON}
+            return wrapper(cls(model, optimizer, **{**fixed, **inner_kw}), **outer_kw)
+
+        classes = (cls, wrapper)
+    REGISTRY[name] = StrategyEntry(name, factory, classes, summary, fixed)
+
+
+def strategy_entry(name: str) -> StrategyEntry:
+    if name not in REGISTRY:
+        raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check parameter names against the strategy and convert strings to the default's type."""
+    entry = strategy_entry(name)
+    known = entry.params()
+    out = {}
+    for k, v in params.items():
+        if k not in known:
+            raise InputError(f"strategy {name} has no parameter {k!r}; its parameters: "
+                             f"{', '.join(f'{p}={d}' for p, d in known.items()) or 'none'}")
+        out[k] = coerce_value(k, v, known[k])
+    return out
+
+
+def coerce_value(key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if default is None:
+            for cast in (int, float):
+                try:
+                    return cast(value)
+                except ValueError:
+                    pass
+    except ValueError:
+        raise InputError(f"parameter {key}={value!r} is not a valid {type(default).__name__}") from None
+    return None if value.lower() == "none" else value
+
+
+def create(name: str, model, optimizer=None, **kwargs) -> Strategy:
+    """Build a registered strategy; ``kwargs`` are the common runner arguments plus its own parameters."""
+    entry = strategy_entry(name)
+    own = {k: v for k, v in kwargs.items() if k not in COMMON}
+    common = {k: v for k, v in kwargs.items() if k in COMMON}
+    return entry.factory(model, optimizer, **common, **coerce_params(name, own))
+
+
+register("finetune", Finetune, "plain SGD on the stream: the lower bound")
+
+
+def _register_builtin() -> None:
+    from strategies.ewc import EWC
+    from strategies.gem import GEM
+    from strategies.joint import Joint
+    from strategies.nmc import NMC
+    from strategies.replay import ER
+    from strategies.viewbatch import ViewBatch
+
+    register("joint", Joint, "incremental joint training on every task seen so far (full replay)")
+    register("joint-offline", Joint, "i.i.d. over all tasks from the start: the upper bound", mode="offline")
+    register("er", ER, "experience replay from a reservoir or class-balanced memory")
+    register("ewc", EWC, "elastic weight consolidation (separate or online; exact/sample/empirical/batched Fisher)")
+    register("gem", GEM, "gradient episodic memory: QP projection against past tasks' memory gradients")
+    register("nmc", NMC, "nearest class mean on frozen, L2-normalised features (pixels, torchvision, timm, checkpoint)")
+    register("vb-er", ER, "view-batch model (replay + self-supervision) over experience replay", wrapper=ViewBatch)
+    register("vb-finetune", Finetune, "view-batch model over plain finetuning", wrapper=ViewBatch)
+
+
+_register_builtin()

@@ -1,0 +1,150 @@
+"""Experience replay with a tensor buffer."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from scenarios.errors import InputError
+from strategies.base import Strategy
+
+
+class _Reservoir:
+    """Algorithm R (Vitter) over tensors, applied per batch: after n samples, each one is in the
+    memory with probability capacity / n."""
+
+    def __init__(self):
+        self.x = self.y = self.t = None
+        self.n_seen = 0
+
+    def __len__(self) -> int:
+        return 0 if self.y is None else len(self.y)
+
+    def add(self, x, y, t, capacity: int, g: torch.Generator) -> None:
+        if self.x is None:
+            self.x, self.y, self.t = x[:0].clone(), y[:0].clone(), t[:0].clone()
+        take = max(0, min(capacity - len(self), len(y)))
+        if take:
+            self.x, self.y, self.t = (torch.cat([self.x, x[:take]]), torch.cat([self.y, y[:take]]),
+                                      torch.cat([self.t, t[:take]]))
+        rest = len(y) - take
+        positions = self.n_seen + take + 1 + torch.arange(rest)
+        self.n_seen += len(y)
+        if rest <= 0 or capacity <= 0:
+            return
+        slots = (torch.rand(rest, generator=g) * positions).long()
+        keep = torch.nonzero(slots < capacity).flatten()
+        if len(keep):  # a later sample overwrites an earlier one aimed at the same slot
+            last = {int(slots[k]): int(k) + take for k in keep}
+            dst = torch.tensor(list(last), device=self.y.device)
+            src = torch.tensor(list(last.values()), device=y.device)
+            self.x[dst], self.y[dst], self.t[dst] = x[src], y[src], t[src]
+
+    def shrink(self, capacity: int, g: torch.Generator) -> None:
+        """Keep a random ``capacity`` of the stored samples."""
+        if len(self) > capacity:
+            keep = torch.randperm(len(self), generator=g)[:capacity].sort().values.to(self.y.device)
+            self.x, self.y, self.t = self.x[keep], self.y[keep], self.t[keep]
+
+
+class ReplayBuffer:
+    """A fixed-size memory of (x, y, task) kept as tensors on the model's device.
+
+    ``reservoir``: every sample seen has the same chance mem_size / n_seen of being in memory.
+    ``class-balanced``: one reservoir per class, each holding mem_size // (classes seen); a new
+    class shrinks the others at random (the class-balanced buffer of De Lange et al.'s code).
+    """
+
+    def __init__(self, mem_size: int, policy: str, generator: torch.Generator):
+        if mem_size < 0:
+            raise InputError(f"mem_size must be >= 0, not {mem_size}")
+        if policy not in ("reservoir", "class-balanced"):
+            raise InputError(f"buffer policy must be 'reservoir' or 'class-balanced', not {policy!r}")
+        self.mem_size, self.policy, self.g = mem_size, policy, generator
+        self.stores: dict[int, _Reservoir] = {}
+        self._cat = None
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.stores.values())
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        if self.mem_size == 0:
+            return
+        x, y, t = x.detach(), y.detach(), t.detach()
+        self._cat = None
+        if self.policy == "reservoir":
+            self.stores.setdefault(0, _Reservoir()).add(x, y, t, self.mem_size, self.g)
+            return
+        classes = y.unique().tolist()
+        for c in classes:
+            self.stores.setdefault(c, _Reservoir())
+        cap = self.mem_size // len(self.stores)
+        for store in self.stores.values():
+            store.shrink(cap, self.g)
+        for c in classes:
+            sel = torch.nonzero(y == c).flatten()
+            self.stores[c].add(x[sel], y[sel], t[sel], cap, self.g)
+
+    def tensors(self):
+        if self._cat is None:
+            parts = [s for s in self.stores.values() if len(s)]
+            self._cat = tuple(torch.cat([getattr(s, a) for s in parts]) for a in ("x", "y", "t"))
+        return self._cat
+
+    def sample(self, n: int):
+        """``n`` samples without replacement (all of them if the memory holds fewer)."""
+        x, y, t = self.tensors()
+        idx = torch.randperm(len(y), generator=self.g)[:n].to(y.device)
+        return x[idx], y[idx], t[idx]
+
+    def nbytes(self) -> int:
+        if not len(self):
+            return 0
+        return sum(v.element_size() * v.nelement() for v in self.tensors())
+
+
+class ER(Strategy):
+    """Experience replay: each step adds a replay minibatch drawn from the memory.
+
+    Loss weighting ``concat`` (one mean over both batches, as Avalanche's Replay), ``weighted``
+    (``w_new`` CE(new) + (1 - w_new) CE(replay), as De Lange et al., ICLR 2023) or ``1/k`` (weight
+    1/k on the current task with k tasks seen, as van de Ven et al. 2022). The replay batch is
+    drawn before the new batch enters the memory. Chaudhry et al., "On tiny episodic memories in
+    continual learning" (2019); Rolnick et al., "Experience replay for continual learning" (2019).
+    """
+
+    name = "er"
+
+    def __init__(self, model, optimizer=None, *, mem_size: int = 200, buffer: str = "reservoir",
+                 replay_batch: int | None = None, weighting: str = "concat", w_new: float = 0.5, **common):
+        super().__init__(model, optimizer, **common)
+        if weighting not in ("concat", "weighted", "1/k"):
+            raise InputError(f"weighting must be 'concat', 'weighted' or '1/k', not {weighting!r}")
+        if not 0.0 <= w_new <= 1.0:
+            raise InputError(f"w_new must be in [0, 1], not {w_new}")
+        self.buffer = ReplayBuffer(mem_size, buffer, self.generator)
+        self.replay_batch, self.weighting, self.w_new = replay_batch, weighting, w_new
+
+    def training_loss(self, x, y, task_ids):
+        if task_ids is None:
+            task_ids = torch.full_like(y, self.current_task or 0)
+        n_replay = self.replay_batch or len(y)
+        if len(self.buffer) == 0 or n_replay == 0:
+            loss = self.batch_loss(self.logits(x, task_ids), y)
+        else:
+            xr, yr, tr = self.buffer.sample(n_replay)
+            logits = self.logits(torch.cat([x, xr]), torch.cat([task_ids, tr]))
+            n = len(y)
+            if self.weighting == "concat":
+                loss = F.cross_entropy(logits, torch.cat([y, yr]))
+            else:
+                w = self.w_new if self.weighting == "weighted" else 1.0 / max(1, len(self.tasks_seen))
+                loss = w * F.cross_entropy(logits[:n], y) + (1 - w) * F.cross_entropy(logits[n:], yr)
+            if self.extra_loss is not None:
+                loss = loss + self.extra_loss(logits[:n])
+        self.buffer.add(x, y, task_ids)
+        return loss
+
+    def config(self):
+        return {**super().config(), "mem_size": self.buffer.mem_size, "buffer": self.buffer.policy,
+                "replay_batch": self.replay_batch, "weighting": self.weighting, "w_new": self.w_new}
