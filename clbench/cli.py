@@ -1,0 +1,226 @@
+"""The ``clbench`` command line: run, report, plot, list."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from scenarios.errors import InputError
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v for item in values for v in item.split(",") if v.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """clbench: which continual-learning strategy forgets least, and how badly does it dip while it learns?"""
+
+
+@cli.command()
+@click.option("--scenario", "scenarios_", multiple=True, help="scenario name(s), comma-separated [split-digits]")
+@click.option("--strategy", "strategies_", multiple=True, help="strategy name(s), comma-separated, or 'all'")
+@click.option("--seeds", help="seeds: 0,1,2 or 0-4 [0,1,2]")
+@click.option("--seed", type=int, help="a single seed (same as --seeds K)")
+@click.option("--param", "params", multiple=True, help="strategy parameter: name=value or strategy.name=value")
+@click.option("--setting", type=click.Choice(["class-il", "task-il", "domain-il"]), help="override the setting")
+@click.option("--class-order", help="fixed, seed, or a comma-separated list of classes")
+@click.option("--n-tasks", type=int, help="number of tasks (split/permuted scenarios)")
+@click.option("--eval-every", type=int, help="evaluate every N iterations [1]")
+@click.option("--eval-subset", help="evaluation samples per task, or 'all' [1000]")
+@click.option("--eval-resample/--no-eval-resample", default=None, help="redraw evaluation subsets every time")
+@click.option("--dense-after-switch", type=int, help="evaluate every iteration for N iterations after a boundary")
+@click.option("--epochs", type=float, help="epochs per task (scenario default otherwise)")
+@click.option("--iterations", type=int, help="iterations per task (instead of epochs)")
+@click.option("--batch-size", type=int, help="training batch size")
+@click.option("--lr", type=float, help="learning rate")
+@click.option("--model", help="network: mlp, cnn, resnet18-slim")
+@click.option("--ordering", help="stream ordering [sequential]")
+@click.option("--ordering-param", "ordering_params", multiple=True, help="ordering parameter name=value")
+@click.option("--device", help="cpu, cuda, cuda:N [cpu]")
+@click.option("--data-root", type=click.Path(), help="where the dataset files are")
+@click.option("--config", "config_path", type=click.Path(), help="experiment.toml describing the experiment")
+@click.option("--name", help="experiment name (folder under results/)")
+@click.option("--out", type=click.Path(), help="experiment folder [results/<name>]")
+@click.option("--jobs", type=int, default=1, show_default=True, help="independent runs in parallel processes")
+@click.option("--force", is_flag=True, help="rerun runs whose results already exist")
+@click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_tasks, eval_every, eval_subset,
+        eval_resample, dense_after_switch, epochs, iterations, batch_size, lr, model, ordering, ordering_params,
+        device, data_root, config_path, name, out, jobs, force, plots, quiet):
+    """Run an experiment (with no options: the default benchmark on split-digits, offline).
+
+    Completed runs are skipped, so running the same command again resumes an interrupted experiment.
+    """
+    from clbench.experiment import (
+        Experiment,
+        load_toml,
+        parse_names,
+        parse_params,
+        parse_seeds,
+        run_experiment,
+    )
+    from clbench.leaderboard import people_table, to_text, write_leaderboard
+    from clbench.runner import check_device
+    from scenarios.registry import SCENARIOS
+    from strategies.registry import REGISTRY
+
+    base = load_toml(config_path) if config_path else {}
+    exp = Experiment(**base)
+    changes: dict = {}
+    if scenarios_:
+        changes["scenarios"] = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario")
+    if strategies_:
+        changes["strategies"] = parse_names(",".join(_split(strategies_)), list(REGISTRY), "strategy")
+    if seeds is not None and seed is not None:
+        raise InputError("give either --seeds or --seed, not both")
+    if seeds is not None:
+        changes["seeds"] = parse_seeds(seeds)
+    if seed is not None:
+        changes["seeds"] = [seed]
+    if params:
+        merged = {k: dict(v) for k, v in exp.params.items()}
+        for k, v in parse_params(list(params)).items():
+            merged.setdefault(k, {}).update(v)
+        changes["params"] = merged
+    sc_opts = dict(exp.scenario_options)
+    if setting:
+        sc_opts["setting"] = setting
+    if class_order:
+        sc_opts["class_order"] = class_order if class_order in ("fixed", "seed") else [
+            int(c) for c in class_order.split(",")]
+    if n_tasks:
+        sc_opts["n_tasks"] = n_tasks
+    changes["scenario_options"] = sc_opts
+    if ordering_params:
+        from strategies.registry import coerce_value
+
+        op = {}
+        for pair in ordering_params:
+            if "=" not in pair:
+                raise InputError(f"--ordering-param {pair!r} must look like name=value")
+            k, v = pair.split("=", 1)
+            op[k.strip()] = coerce_value(k, v.strip(), None)
+        changes["ordering_params"] = op
+    for key, value in dict(eval_every=eval_every, eval_subset=eval_subset, eval_resample=eval_resample,
+                           dense_after_switch=dense_after_switch, epochs=epochs, iterations=iterations,
+                           batch_size=batch_size, lr=lr, model=model, ordering=ordering, device=device,
+                           data_root=data_root, name=name).items():
+        if value is not None:
+            changes[key] = value
+    if "eval_subset" in changes and str(changes["eval_subset"]).lower() != "all":
+        try:
+            changes["eval_subset"] = int(changes["eval_subset"])
+        except ValueError:
+            raise InputError(f"--eval-subset must be a number of samples or 'all', not {eval_subset!r}") from None
+    if name is None and not config_path and "scenarios" in changes:
+        changes["name"] = "-".join(changes["scenarios"])
+    exp = dataclasses.replace(exp, **changes)
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, not {jobs}")
+    check_device(exp.device)
+    root = Path(out) if out else Path("results") / exp.name
+    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet)
+    lb = write_leaderboard([root], root)
+    if plots and not lb.empty:
+        from clbench.plots import plot_all
+
+        plot_all([root], root / "plots")
+    click.echo(to_text(people_table(lb)))
+    click.echo(f"\n{counts['done']} run(s) done, {counts['skipped']} already complete; results in {root}/ "
+               f"(leaderboard.csv, leaderboard.md{', plots/' if plots else ''})")
+
+
+@cli.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(), help="where to write the merged leaderboard [the first DIR]")
+def report(dirs, out):
+    """Rebuild the leaderboard from the run folders of one or more experiments (merging them)."""
+    from clbench.leaderboard import people_table, to_text, write_leaderboard
+
+    roots = [Path(d) for d in dirs]
+    for r in roots:
+        if not r.is_dir():
+            raise InputError(f"{r} is not a folder")
+    target = Path(out) if out else roots[0]
+    lb = write_leaderboard(roots, target)
+    if lb.empty:
+        raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
+    click.echo(to_text(people_table(lb)))
+    click.echo(f"\nleaderboard written to {target}/leaderboard.csv and leaderboard.md")
+
+
+@cli.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(), help="folder for the plots [DIR/plots]")
+def plot(dirs, out):
+    """Redraw the plots of one or more experiments."""
+    from clbench.leaderboard import run_folders
+    from clbench.plots import plot_all
+
+    roots = [Path(d) for d in dirs]
+    if not run_folders(roots):
+        raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
+    files = plot_all(roots, Path(out) if out else roots[0] / "plots")
+    click.echo("\n".join(str(f) for f in files))
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["scenarios", "strategies", "metrics", "orderings"]))
+def list_(what):
+    """List scenarios (with data availability), strategies (with parameters), metrics or orderings."""
+    if what == "scenarios":
+        from scenarios.registry import list_scenarios
+
+        rows = list_scenarios()
+        w = max(len(r["name"]) for r in rows)
+        click.echo(f"{'name':<{w}}  {'dataset':<13}  tasks  {'setting':<9}  data here")
+        for r in rows:
+            click.echo(f"{r['name']:<{w}}  {r['dataset']:<13}  {r['tasks']:>5}  {r['setting']:<9}  "
+                       f"{'yes' if r['available'] else 'no'}")
+    elif what == "strategies":
+        from strategies.registry import REGISTRY
+
+        for name, entry in REGISTRY.items():
+            params = ", ".join(f"{k}={v}" for k, v in entry.params().items() if k not in entry.fixed)
+            click.echo(f"{name:<14} {entry.summary}\n{'':<14} {params or '(no parameters)'}")
+    elif what == "metrics":
+        from clbench.metrics import METRIC_DESCRIPTIONS
+
+        for k, v in METRIC_DESCRIPTIONS.items():
+            click.echo(f"{k:<22} {v}")
+    else:
+        from scenarios.orderings import ORDERINGS, ordering_params
+
+        for name in ORDERINGS:
+            p = ", ".join(f"{k}={v}" for k, v in ordering_params(name).items())
+            click.echo(f"{name:<12} {p or '(no parameters)'}")
+
+
+def main() -> None:
+    """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except InputError as e:
+        click.echo(f"clbench: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("\nclbench: interrupted; completed runs are kept — run the same command again to resume",
+                   err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

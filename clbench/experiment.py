@@ -1,0 +1,286 @@
+"""Experiments: several scenarios x strategies x seeds, resumable, optionally in parallel.
+
+An experiment folder holds ``experiment.toml`` (the experiment exactly as run) and one run
+folder per (scenario, strategy, seed). A run folder appears only when complete (see
+``runner.write_run``), so re-running an interrupted experiment skips the finished runs and
+redoes the rest; ``force`` reruns everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clbench import io
+from clbench.runner import RunConfig, is_complete, run
+from scenarios.errors import InputError
+from scenarios.registry import scenario_spec
+from strategies.registry import REGISTRY, strategy_entry
+
+DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
+#: the settings that must match for two invocations to share one experiment folder
+RUN_SETTINGS = ("model", "optimizer", "lr", "momentum", "batch_size", "epochs", "iterations", "eval_every",
+                "eval_subset", "eval_resample", "dense_after_switch", "ordering", "ordering_params", "device_type",
+                "params", "scenario_options")
+
+
+@dataclass
+class Experiment:
+    name: str = "default"
+    scenarios: list[str] = field(default_factory=lambda: ["split-digits"])
+    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    #: per strategy: {"er": {"mem_size": 500}}; the key "*" applies to every strategy that has the parameter
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scenario_options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    batch_size: int | None = None
+    epochs: float | None = None
+    iterations: int | None = None
+    eval_every: int | None = 1
+    eval_subset: int | str = 1000
+    eval_resample: bool = False
+    dense_after_switch: int = 0
+    ordering: str = "sequential"
+    ordering_params: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    data_root: str | None = None
+
+    def validate(self) -> Experiment:
+        if not self.scenarios or not self.strategies or not self.seeds:
+            raise InputError("an experiment needs at least one scenario, one strategy and one seed")
+        for s in self.scenarios:
+            scenario_spec(s)
+        for s in self.strategies:
+            strategy_entry(s)
+        for key, values in self.params.items():
+            targets = self.strategies if key == "*" else [key]
+            if key != "*" and key not in self.strategies:
+                raise InputError(f"--param {key}.<name> given, but strategy {key} is not part of this experiment")
+            for k in values:
+                if not any(k in strategy_entry(t).params() for t in targets):
+                    raise InputError(f"no strategy in this experiment has a parameter {k!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise InputError(f"--eval-every must be at least 1, not {self.eval_every}")
+        return self
+
+    def strategy_params(self, strategy: str) -> dict[str, Any]:
+        own = strategy_entry(strategy).params()
+        shared = {k: v for k, v in self.params.get("*", {}).items() if k in own}
+        return {**shared, **self.params.get(strategy, {})}
+
+    def run_configs(self) -> list[RunConfig]:
+        return [RunConfig(scenario=sc, strategy=st, seed=seed, params=self.strategy_params(st),
+                          scenario_options=dict(self.scenario_options), model=self.model, optimizer=self.optimizer,
+                          lr=self.lr, momentum=self.momentum, batch_size=self.batch_size, epochs=self.epochs,
+                          iterations=self.iterations, eval_every=self.eval_every, eval_subset=self.eval_subset,
+                          eval_resample=self.eval_resample, dense_after_switch=self.dense_after_switch,
+                          ordering=self.ordering, ordering_params=dict(self.ordering_params), device=self.device,
+                          data_root=self.data_root)
+                for sc in self.scenarios for st in self.strategies for seed in self.seeds]
+
+    def settings(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["device_type"] = self.device.split(":")[0]
+        return {k: d[k] for k in RUN_SETTINGS}
+
+
+def run_dir(root: Path, config: RunConfig) -> Path:
+    return root / "runs" / config.scenario / config.strategy / f"seed{config.seed}"
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2``, ``0-4`` or a mix (``0-2,7``)."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            lo, hi = int(m[1]), int(m[2])
+            if hi < lo:
+                raise InputError(f"seed range {part!r} is empty (write it low-high, e.g. {hi}-{lo})")
+            seeds += range(lo, hi + 1)
+        elif re.fullmatch(r"\d+", part):
+            seeds.append(int(part))
+        else:
+            raise InputError(f"bad seed {part!r}: give seeds as 0,1,2 or a range like 0-4")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"seed list {text!r} repeats a seed")
+    return seeds
+
+
+def parse_names(text: str, known: list[str], what: str) -> list[str]:
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if names == ["all"]:
+        return list(known)
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise InputError(f"unknown {what} {', '.join(map(repr, bad))}; known {what}s: {', '.join(known)}")
+    return names
+
+
+def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``k=v`` (every strategy that has k) or ``strategy.k=v``; values stay strings until coerced."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"--param {pair!r} must look like name=value or strategy.name=value")
+        key, value = pair.split("=", 1)
+        strategy, _, name = key.rpartition(".")
+        out.setdefault(strategy or "*", {})[name.strip()] = value.strip()
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path} is not valid TOML: {e}") from None
+    known = {f.name for f in dataclasses.fields(Experiment)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    return data
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_toml(exp: Experiment) -> str:
+    """experiment.toml: readable, and loadable again with ``--config``."""
+    d = dataclasses.asdict(exp)
+    lines, tables = [], []
+    for k, v in d.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    for k, v in tables:
+        simple = {kk: vv for kk, vv in v.items() if not isinstance(vv, dict)}
+        nested = {kk: vv for kk, vv in v.items() if isinstance(vv, dict)}
+        if simple or not nested:
+            lines += ["", f"[{k}]"] + [f'"{kk}" = {_toml_value(vv)}' for kk, vv in simple.items()]
+        for kk, vv in nested.items():
+            lines += ["", f'[{k}."{kk}"]'] + [f"{a} = {_toml_value(b)}" for a, b in vv.items() if b is not None]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- running
+
+def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
+    """Refuse a folder that holds a different experiment; otherwise record this one (merged)."""
+    path = root / "experiment.toml"
+    if path.is_file() and not force:
+        try:
+            old = Experiment(**tomllib.loads(path.read_text()))
+        except (tomllib.TOMLDecodeError, TypeError):
+            raise InputError(f"{root} holds an unreadable experiment.toml; choose another --out or use --force") from None
+        if old.settings() != exp.settings():
+            diff = [k for k in RUN_SETTINGS if old.settings()[k] != exp.settings()[k]]
+            raise InputError(f"{root} holds a different experiment (it differs in {', '.join(diff)}); "
+                             "choose another --out or --name, or use --force to overwrite")
+        merged = dataclasses.replace(exp, scenarios=_union(old.scenarios, exp.scenarios),
+                                     strategies=_union(old.strategies, exp.strategies),
+                                     seeds=_union(old.seeds, exp.seeds))
+        io.atomic_write_text(path, to_toml(merged))
+        return
+    io.atomic_write_text(path, to_toml(exp))
+
+
+def _union(a: list, b: list) -> list:
+    return list(dict.fromkeys([*a, *b]))
+
+
+def _run_one(config: RunConfig, out: str, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return run(config, out).summary
+
+
+def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: int = 1, show_progress: bool = True,
+                   on_done=None) -> dict[str, int]:
+    """Run every missing run of ``exp`` under ``root``; returns counts of runs done and skipped."""
+    from tqdm import tqdm
+
+    exp.validate()
+    root.mkdir(parents=True, exist_ok=True)
+    prepare_folder(exp, root, force)
+    todo = [c for c in exp.run_configs() if force or not is_complete(run_dir(root, c))]
+    skipped = len(exp.run_configs()) - len(todo)
+    overall = tqdm(total=len(todo), desc="runs", unit="run", disable=not show_progress, position=0)
+    if jobs <= 1 or len(todo) <= 1:
+        for config in todo:
+            overall.set_postfix_str(f"{config.scenario} {config.strategy} seed{config.seed}")
+            summary = run(config, run_dir(root, config), progress=_run_bar(config, show_progress))
+            overall.update(1)
+            if on_done:
+                on_done(config, summary)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        import multiprocessing
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_one, c, str(run_dir(root, c)), threads): c for c in todo}
+            for f in as_completed(futures):
+                config = futures[f]
+                summary = f.result()
+                overall.update(1)
+                if on_done:
+                    on_done(config, summary)
+    overall.close()
+    return {"done": len(todo), "skipped": skipped}
+
+
+def _run_bar(config: RunConfig, show: bool):
+    """A per-run progress bar: iteration, task, latest mean accuracy (refreshed at most 5x a second)."""
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    from clbench.evaluator import Evaluator
+
+    state = {"bar": None, "last": 0.0}
+
+    def progress(n, total, task, ev):
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, desc=f"{config.strategy} s{config.seed}", unit="it", leave=False,
+                                position=1)
+        bar = state["bar"]
+        now = time.monotonic()
+        if now - state["last"] > 0.2 or n == total:
+            state["last"] = now
+            bar.set_postfix(task=task, acc=f"{Evaluator.mean_accuracy(ev):.3f}")
+            bar.update(n - bar.n)
+        if n == total:
+            bar.close()
+
+    return progress
+
+
+def known_strategies() -> list[str]:
+    return list(REGISTRY)

@@ -1,0 +1,111 @@
+"""The leaderboard: one row per scenario x strategy (x parameters), mean and std over seeds of
+every metric, rebuilt from run folders so ``clbench report`` can merge experiments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clbench import io
+from clbench.runner import is_complete
+
+METRICS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
+           "gap_iters_to_recover", "wall_seconds", "train_iters_per_second"]
+#: shown as percentages for people (fractions in the CSV)
+ACCURACY_LIKE = {"acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth"}
+LABELS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
+          "wf10": "WF10", "wf100": "WF100", "aaa": "AAA", "gap_depth": "gap depth",
+          "gap_iters_to_recover": "iters to recover", "wall_seconds": "s/run", "train_iters_per_second": "it/s"}
+
+
+def run_folders(roots: list[Path]) -> list[Path]:
+    """Complete run folders below each experiment root (partial ones are never counted)."""
+    found = []
+    for root in roots:
+        for summary in sorted(Path(root).glob("runs/*/*/seed*/summary.json")):
+            if is_complete(summary.parent):
+                found.append(summary.parent)
+    return found
+
+
+def collect(roots: list[Path]) -> pd.DataFrame:
+    """One row per run: its summary.json flattened (parameters as canonical JSON)."""
+    rows = []
+    for d in run_folders(roots):
+        s = io.read_json(d / "summary.json")
+        s["params"] = json.dumps(s.get("params") or {}, sort_keys=True)
+        s["run_dir"] = str(d)
+        rows.append(s)
+    df = pd.DataFrame(rows)
+    for m in METRICS:
+        if m in df:
+            df[m] = pd.to_numeric(df[m], errors="coerce")
+    return df
+
+
+def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof=1; 0 with one seed... NaN) per scenario x strategy x parameters, sorted by ACC."""
+    if runs.empty:
+        return pd.DataFrame()
+    keys = ["scenario", "setting", "strategy", "params"]
+    out = []
+    for key, g in runs.groupby(keys, sort=False):
+        row = dict(zip(keys, key))
+        row["n_seeds"] = int(g["seed"].nunique())
+        row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
+        for m in METRICS:
+            v = g[m].to_numpy(dtype=float) if m in g else np.array([np.nan])
+            v = v[~np.isnan(v)]
+            row[f"{m}_mean"] = float(v.mean()) if len(v) else float("nan")
+            row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+        out.append(row)
+    lb = pd.DataFrame(out)
+    order = {s: i for i, s in enumerate(dict.fromkeys(runs["scenario"]))}
+    lb["_o"] = lb["scenario"].map(order)
+    return lb.sort_values(["_o", "acc_mean"], ascending=[True, False]).drop(columns="_o").reset_index(drop=True)
+
+
+def _cell(mean: float, std: float, metric: str) -> str:
+    if np.isnan(mean):
+        return "n/a"
+    scale, fmt = (100.0, "{:.1f}") if metric in ACCURACY_LIKE else (1.0, "{:.3g}" if abs(mean) < 1000 else "{:.0f}")
+    text = fmt.format(mean * scale)
+    if not np.isnan(std):
+        text += " ± " + fmt.format(std * scale)
+    return text
+
+
+def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The leaderboard for people: accuracies in percent, mean ± std."""
+    metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_iters_to_recover",
+                          "wall_seconds"]
+    t = lb[["scenario", "strategy", "n_seeds"]].copy()
+    for m in metrics:
+        t[LABELS[m]] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], lb[f"{m}_std"])]
+    return t
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def to_text(table: pd.DataFrame) -> str:
+    return table.to_string(index=False)
+
+
+def write_leaderboard(roots: list[Path], out: Path) -> pd.DataFrame:
+    """Rebuild leaderboard.csv and leaderboard.md in ``out`` from the runs below ``roots``."""
+    lb = leaderboard(collect(roots))
+    if lb.empty:
+        return lb
+    io.write_csv(out / "leaderboard.csv", lb)
+    note = ("Accuracies in percent, mean ± std over seeds (sample std). ACC/BWT/FORG from the accuracy matrix; "
+            "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023).\n\n")
+    io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + to_markdown(people_table(lb)))
+    return lb
