@@ -56,7 +56,8 @@ class Evaluator:
         chosen = full if resample else [self._draw(len(d)) for d in tests]
         self.x = torch.cat([d.normalize(d.x[i].to(self.device)) for d, i in zip(tests, chosen)])
         self.y = torch.cat([d.y[i] for d, i in zip(tests, chosen)]).to(self.device)
-        self.task = torch.cat([torch.full((len(i),), t, dtype=torch.long) for t, i in enumerate(chosen)]).to(self.device)
+        task = [torch.full((len(i),), t, dtype=torch.long) for t, i in enumerate(chosen)]
+        self.task = torch.cat(task).to(self.device)
         sizes = torch.tensor([len(i) for i in chosen])
         self.offsets = [0, *sizes.cumsum(0).tolist()]
         self._features: torch.Tensor | None = None

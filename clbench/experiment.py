@@ -12,17 +12,19 @@ import dataclasses
 import os
 import re
 import time
-import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
+import scenarios
 from clbench import io
 from clbench.runner import RunConfig, is_complete, run
 from scenarios.errors import InputError
 from scenarios.registry import scenario_spec
-from strategies.registry import REGISTRY, strategy_entry
+from strategies.registry import REGISTRY, coerce_params, strategy_entry
 
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
@@ -70,6 +72,10 @@ class Experiment:
             for k in values:
                 if not any(k in strategy_entry(t).params() for t in targets):
                     raise InputError(f"no strategy in this experiment has a parameter {k!r}")
+        for s in self.strategies:  # bad values fail now, not after hours of other runs
+            coerce_params(s, self.strategy_params(s))
+        for s in self.scenarios:  # so do missing data and bad scenario options (data loads are cached)
+            scenarios.build(s, seed=self.seeds[0], root=self.data_root, **self.scenario_options)
         if self.eval_every is not None and self.eval_every < 1:
             raise InputError(f"--eval-every must be at least 1, not {self.eval_every}")
         return self
@@ -198,7 +204,8 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
         try:
             old = Experiment(**tomllib.loads(path.read_text()))
         except (tomllib.TOMLDecodeError, TypeError):
-            raise InputError(f"{root} holds an unreadable experiment.toml; choose another --out or use --force") from None
+            raise InputError(f"{root} holds an unreadable experiment.toml; "
+                             "choose another --out or use --force") from None
         if old.settings() != exp.settings():
             diff = [k for k in RUN_SETTINGS if old.settings()[k] != exp.settings()[k]]
             raise InputError(f"{root} holds a different experiment (it differs in {', '.join(diff)}); "

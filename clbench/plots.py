@@ -91,7 +91,8 @@ def _per_task(scenario, strategy, seeds, out) -> Path:
         ax.plot(g["iteration"], g["accuracy"], lw=1, label=f"task {task}")
     _mark(ax, boundaries(log))
     ax.set(xlabel="training iteration", ylabel="accuracy", ylim=(0, 1.02),
-           title=f"{scenario} / {strategy} (seed {seed}): each task from its start; dips after boundaries = stability gap")
+           title=f"{scenario} / {strategy} (seed {seed}): each task from its start; "
+                 "dips after boundaries = stability gap")
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, out / f"{scenario}_tasks_{strategy}.png")
 

@@ -58,30 +58,29 @@ def make_pool(scenario: Scenario) -> tuple[TensorData, torch.Tensor]:
 
 
 def epoch_batches(n: int, batch_size: int, n_iterations: int, g: torch.Generator, views: int = 1) -> list[torch.Tensor]:
-    """``n_iterations`` batches over ``range(n)``, epoch after epoch.
+    """``n_iterations`` batches over ``range(n)``, epoch after epoch (a new permutation each epoch).
 
-    With ``views`` > 1 (the view-batch sampler of Kang et al., CVPR 2025) a new permutation is
-    drawn every ``views`` epochs, every index is repeated ``views`` times in a row, and each epoch
-    consumes one ``views``-th of that sequence: the batch size and the iterations per epoch stay
-    the same, and a sample comes back after about ``views`` epochs instead of one. Groups of
-    repeats never straddle two batches (``batch_size`` must be a multiple of ``views``).
+    With ``views`` > 1 (the view-batch sampler of Kang et al., CVPR 2025) each permutation has
+    every index repeated ``views`` times in a row and batches of ``batch_size`` are cut from the
+    continuous sequence of such permutations: the batch size and the iterations per epoch
+    (ceil(n / batch_size)) stay the same, so one pass over the data takes ``views`` epochs and a
+    sample comes back about ``views`` times later. A group of repeats never straddles two batches
+    (``batch_size`` must be a multiple of ``views``).
     """
     if views < 1:
         raise InputError(f"views must be at least 1, not {views}")
     if batch_size % views:
         raise InputError(f"batch size {batch_size} is not divisible by views={views}")
-    per_epoch = math.ceil(n / batch_size)
     out: list[torch.Tensor] = []
-    while len(out) < n_iterations:
-        seq = torch.randperm(n, generator=g).repeat_interleave(views)
-        cuts = [views * round(e * n / views) if views > 1 else e * n for e in range(views + 1)]
-        for e in range(views):
-            epoch = seq[cuts[e]:cuts[e + 1]]
-            for b in range(per_epoch):
-                chunk = epoch[b * batch_size:(b + 1) * batch_size]
-                if len(chunk):
-                    out.append(chunk)
-    return out[:n_iterations]
+    if views == 1:
+        while len(out) < n_iterations:
+            out += list(torch.randperm(n, generator=g).split(batch_size))
+        return out[:n_iterations]
+    cycles: list[torch.Tensor] = []
+    needed = n_iterations * batch_size
+    while sum(len(c) for c in cycles) < needed:
+        cycles.append(torch.randperm(n, generator=g).repeat_interleave(views))
+    return list(torch.cat(cycles)[:needed].split(batch_size))
 
 
 def iterations_per_task(n_train: int, batch_size: int, epochs: float | None, iterations: int | None) -> int:

@@ -10,13 +10,17 @@ from scenarios.errors import InputError
 from strategies.base import Strategy
 
 
-def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-3) -> torch.Tensor:
+def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-8) -> torch.Tensor:
     """GEM's projection (Lopez-Paz & Ranzato, NeurIPS 2017, eq. 10-11): solve the dual QP
 
         min_v 1/2 v^T (G G^T + eps I) v + g^T G^T v   subject to  v >= margin
 
     with quadprog and return ``G^T v + g``: the closest gradient (in L2) whose dot product with
     every memory gradient is non-negative. ``g`` is the flat gradient, ``G`` one row per past task.
+
+    The ridge ``eps`` only keeps the matrix positive definite, but it also loosens the constraints
+    by up to ``eps * v``: the reference code's 1e-3 leaves dot products around -1e-3. We start
+    from 1e-8 and raise it only when quadprog fails.
     """
     import quadprog
 
@@ -24,9 +28,17 @@ def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps:
     gd = g.detach().double().cpu().numpy()
     t = Gd.shape[0]
     P = Gd @ Gd.T
-    P = 0.5 * (P + P.T) + eps * np.eye(t)
     q = -(Gd @ gd)
-    v = quadprog.solve_qp(P, q, np.eye(t), np.full(t, margin))[0]
+    # Badly conditioned Gram matrices (near-parallel memory gradients) can make quadprog report
+    # inconsistent constraints; a larger ridge term is the standard remedy.
+    for ridge in (eps, eps * 1e2, eps * 1e4, eps * 1e6, max(eps, 1e-3)):
+        try:
+            v = quadprog.solve_qp(0.5 * (P + P.T) + ridge * np.eye(t), q, np.eye(t), np.full(t, margin))[0]
+            break
+        except ValueError:
+            continue
+    else:
+        raise RuntimeError("GEM's QP has no solution even with a ridge of 1e-3 (are the gradients finite?)")
     return torch.from_numpy(v @ Gd + gd).to(g.dtype).to(g.device)
 
 
@@ -94,5 +106,6 @@ class GEM(Strategy):
 
     def config(self):
         return {**super().config(), "patterns_per_task": self.patterns_per_task,
-                "memory_strength": self.memory_strength, "qp": "dual, quadprog, P = G G^T + 1e-3 I",
+                "memory_strength": self.memory_strength,
+                "qp": "dual, quadprog, P = G G^T + 1e-8 I (raised only if quadprog fails)",
                 "memory": "most recent samples of each task"}

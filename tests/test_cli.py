@@ -1,0 +1,167 @@
+"""The command line: bad input is one line and exit code 2; experiments resume; the leaderboard
+matches the runs; every plot is drawn."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clbench.experiment import Experiment, parse_seeds, run_dir, run_experiment
+from clbench.leaderboard import write_leaderboard
+from clbench.plots import plot_all
+from scenarios import InputError
+
+FAST = ["--eval-every", "5", "--epochs", "1", "--quiet", "--no-plots"]
+
+
+def clbench(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "clbench.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--scenario", "split-nothing"], "unknown scenario 'split-nothing'"),
+    (["run", "--strategy", "icarl"], "unknown strategy 'icarl'"),
+    (["run", "--seeds", "3-1"], "seed range '3-1' is empty"),
+    (["run", "--strategy", "er", "--param", "er.memsize=5"], "no strategy in this experiment has a parameter"),
+    (["run", "--strategy", "er", "--param", "mem_size=lots"], "not a valid int"),
+    (["run", "--eval-subset", "many"], "--eval-subset must be a number"),
+    (["run", "--device", "cuda:7"], "CUDA is not available"),
+    (["run", "--scenario", "split-digits", "--n-tasks", "3"], "cannot split 10 classes into 3"),
+    (["report", "/nonexistent/folder"], "is not a folder"),
+])
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    r = clbench(*args, "--out", str(tmp_path / "x")) if args[0] == "run" else clbench(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_toml_and_foreign_experiment_folder(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("scenarios = [split-digits\n")
+    r = clbench("run", "--config", str(bad), "--out", str(tmp_path / "a"))
+    assert r.returncode == 2 and "is not valid TOML" in r.stderr
+    out = tmp_path / "exp"
+    assert clbench("run", "--strategy", "finetune", "--seeds", "0", *FAST, "--out", str(out)).returncode == 0
+    r = clbench("run", "--strategy", "finetune", "--seeds", "0", "--eval-every", "7", "--epochs", "1", "--quiet",
+                "--no-plots", "--out", str(out))
+    assert r.returncode == 2 and "holds a different experiment (it differs in eval_every)" in r.stderr
+
+
+def test_single_run_from_the_command_line(tmp_path):
+    r = clbench("run", "--scenario", "split-digits", "--strategy", "finetune", "--seed", "0", "--eval-every", "1",
+                "--out", str(tmp_path / "r"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "r" / "runs" / "split-digits" / "finetune" / "seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["acc"] < 0.3 and summary["bwt"] < -0.8
+    assert "finetune" in r.stdout and (tmp_path / "r" / "leaderboard.csv").is_file()
+    assert len(list((tmp_path / "r" / "plots").glob("*.png"))) == 5
+
+
+def test_toml_config_and_flags_override(tmp_path):
+    cfg = tmp_path / "e.toml"
+    cfg.write_text('name = "t"\nscenarios = ["split-digits"]\nstrategies = ["er"]\nseeds = [1]\neval_every = 9\n'
+                   'epochs = 1\n[params.er]\nmem_size = 30\n')
+    r = clbench("run", "--config", str(cfg), "--eval-every", "4", "--quiet", "--no-plots", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    conf = json.loads((tmp_path / "o/runs/split-digits/er/seed1/config.json").read_text())
+    assert conf["run"]["eval_every"] == 4 and conf["strategy"]["mem_size"] == 30
+    assert "eval_every = 4" in (tmp_path / "o" / "experiment.toml").read_text()
+
+
+def test_list_commands():
+    r = clbench("list", "scenarios")
+    assert r.returncode == 0 and "split-digits" in r.stdout and "yes" in r.stdout
+    r = clbench("list", "strategies")
+    assert "mem_size=200" in r.stdout and "ewc_lambda" in r.stdout and "vb-er" in r.stdout
+    assert "min_acc" in clbench("list", "metrics").stdout
+
+
+def test_seed_parsing():
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+    with pytest.raises(InputError):
+        parse_seeds("a")
+    with pytest.raises(InputError):
+        parse_seeds("1,1")
+
+
+def _small_experiment(**kw):
+    return Experiment(name="t", strategies=["finetune", "er"], seeds=[0, 1], eval_every=5, epochs=1, **kw)
+
+
+def test_interrupted_experiment_resumes_without_redoing_or_counting_partial_runs(tmp_path):
+    exp = _small_experiment()
+    done = []
+
+    def interrupt_after_first(config, summary):
+        done.append((config.strategy, config.seed))
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp, tmp_path, show_progress=False, on_done=interrupt_after_first)
+    # a run killed mid-write leaves only its staging folder behind
+    configs = exp.run_configs()
+    partial = run_dir(tmp_path, configs[2]).parent / ".seed0.killed.partial"
+    partial.mkdir(parents=True)
+    (partial / "curves.csv").write_text("eval_step,iteration\n0,")
+    first_mtime = (run_dir(tmp_path, configs[0]) / "summary.json").stat().st_mtime_ns
+    lb_partial = write_leaderboard([tmp_path], tmp_path)
+    assert lb_partial["n_seeds"].sum() == 2  # only the two complete runs count
+
+    counts = run_experiment(exp, tmp_path, show_progress=False)
+    assert counts == {"done": 2, "skipped": 2}
+    assert (run_dir(tmp_path, configs[0]) / "summary.json").stat().st_mtime_ns == first_mtime
+    lb = write_leaderboard([tmp_path], tmp_path)
+    assert lb["n_seeds"].tolist() == [2, 2]
+    assert run_experiment(exp, tmp_path, show_progress=False) == {"done": 0, "skipped": 4}
+    assert run_experiment(exp, tmp_path, force=True, show_progress=False) == {"done": 4, "skipped": 0}
+
+
+def test_leaderboard_matches_run_summaries_and_plots_are_drawn(tmp_path):
+    exp = _small_experiment(params={"er": {"mem_size": 50}})
+    run_experiment(exp, tmp_path, show_progress=False)
+    lb = write_leaderboard([tmp_path], tmp_path).set_index("strategy")
+    for strategy in ("finetune", "er"):
+        s = [json.loads((run_dir(tmp_path, c) / "summary.json").read_text())
+             for c in exp.run_configs() if c.strategy == strategy]
+        for m in ("acc", "min_acc", "wc_acc", "bwt", "wf10", "gap_depth"):
+            vals = np.array([x[m] for x in s], dtype=float)
+            assert lb.loc[strategy, f"{m}_mean"] == pytest.approx(vals.mean())
+            assert lb.loc[strategy, f"{m}_std"] == pytest.approx(np.sqrt(((vals - vals.mean()) ** 2).sum() / 1))
+        assert lb.loc[strategy, "n_seeds"] == 2
+    assert lb.loc["er", "params"] == '{"mem_size": 50}'
+    csv = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert list(csv["strategy"]) == ["er", "finetune"]  # sorted by ACC
+    assert "±" in (tmp_path / "leaderboard.md").read_text()
+    files = plot_all([tmp_path], tmp_path / "plots")
+    names = {f.name for f in files}
+    assert names == {"split-digits_mean_accuracy.png", "split-digits_gap_zoom.png", "split-digits_matrix.png",
+                     "split-digits_bars.png", "split-digits_tasks_finetune.png", "split-digits_tasks_er.png"}
+    assert all(f.stat().st_size > 10_000 for f in files)
+
+
+def test_report_merges_experiments(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_experiment(Experiment(strategies=["finetune"], seeds=[0], eval_every=10, epochs=1), a, show_progress=False)
+    run_experiment(Experiment(strategies=["er"], seeds=[0], eval_every=10, epochs=1), b, show_progress=False)
+    r = clbench("report", str(a), str(b), "--out", str(tmp_path / "merged"))
+    assert r.returncode == 0, r.stderr
+    merged = pd.read_csv(tmp_path / "merged" / "leaderboard.csv")
+    assert sorted(merged["strategy"]) == ["er", "finetune"]
+    r = clbench("plot", str(a))
+    assert r.returncode == 0 and r.stdout.count(".png") == 5
+
+
+def test_parallel_jobs_give_the_same_numbers(tmp_path):
+    exp = Experiment(strategies=["finetune", "er"], seeds=[0], eval_every=5, epochs=1)
+    run_experiment(exp, tmp_path / "serial", show_progress=False)
+    run_experiment(exp, tmp_path / "parallel", jobs=2, show_progress=False)
+    for c in exp.run_configs():
+        a = (run_dir(tmp_path / "serial", c) / "curves.csv").read_text()
+        b = (run_dir(tmp_path / "parallel", c) / "curves.csv").read_text()
+        assert a == b

@@ -1,0 +1,98 @@
+"""Every metric against values worked out by hand on a small log.
+
+Two tasks; task 0 is learned (0.5, 0.9), drops to 0.4 when task 1 starts, and recovers to
+0.895 (within 0.01 of its pre-switch 0.9) three updates into task 1.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clbench import metrics
+
+ROWS = [  # eval_step, iteration, trained_task, {task: accuracy}
+    (0, 0, -1, {0: 0.1, 1: 0.2}),
+    (1, 1, 0, {0: 0.5}),
+    (2, 2, 0, {0: 0.9, 1: 0.3}),
+    (3, 3, 1, {0: 0.4, 1: 0.6}),
+    (4, 4, 1, {0: 0.6, 1: 0.8}),
+    (5, 5, 1, {0: 0.895, 1: 0.9}),
+]
+
+
+@pytest.fixture
+def log():
+    return pd.DataFrame([{"eval_step": s, "iteration": i, "trained_task": t, "task": k, "accuracy": a, "n": 100}
+                         for s, i, t, accs in ROWS for k, a in accs.items()])
+
+
+def test_accuracy_matrix_and_classic_metrics(log):
+    np.testing.assert_allclose(metrics.accuracy_matrix(log), [[0.9, 0.3], [0.895, 0.9]])
+    assert metrics.acc(log) == pytest.approx(0.8975)
+    assert metrics.bwt(log) == pytest.approx(-0.005)
+    assert metrics.fwt(log) == pytest.approx(0.1)
+    assert metrics.forgetting(log) == pytest.approx(0.005)
+
+
+def test_min_acc_and_wc_acc(log):
+    assert metrics.min_acc(log) == pytest.approx(0.4)
+    assert metrics.wc_acc(log) == pytest.approx(0.5 * 0.9 + 0.5 * 0.4)
+
+
+def test_windowed_forgetting_and_plasticity(log):
+    # task 0's curve 0.5 0.9 0.4 0.6 0.895: largest drop 0.5; task 1's 0.6 0.8 0.9: none
+    assert metrics.windowed_forgetting(log, 10) == pytest.approx(0.25)
+    assert metrics.windowed_forgetting(log, 2) == pytest.approx(0.25)
+    # rises: task 0 0.4 -> 0.895 (w=10) or 0.5 -> 0.9 (w=2); task 1 0.6 -> 0.9 or 0.8 -> 0.9... 0.2
+    assert metrics.windowed_plasticity(log, 10) == pytest.approx((0.495 + 0.3) / 2)
+    assert metrics.windowed_plasticity(log, 2) == pytest.approx((0.4 + 0.2) / 2)
+
+
+def test_window_limits_the_drop():
+    log = pd.DataFrame([{"eval_step": i, "iteration": i, "trained_task": 0, "task": 0, "accuracy": a, "n": 1}
+                        for i, a in enumerate([1.0, 0.9, 0.8, 0.7])])
+    assert metrics.windowed_forgetting(log, 2) == pytest.approx(0.1)
+    assert metrics.windowed_forgetting(log, 3) == pytest.approx(0.2)
+    assert metrics.windowed_forgetting(log, 10) == pytest.approx(0.3)
+
+
+def test_lca_and_aaa(log):
+    assert metrics.lca(log, 1) == pytest.approx(0.55)
+    assert metrics.lca(log, 2) == pytest.approx(0.7)
+    assert metrics.aaa(log) == pytest.approx((0.5 + 0.9 + 0.5 + 0.7 + 0.8975) / 5)
+
+
+def test_stability_gap(log):
+    gap = metrics.stability_gap(log)
+    assert len(gap) == 1
+    row = gap.iloc[0]
+    assert (row.task, row.transition) == (0, 1)
+    assert row.pre == pytest.approx(0.9) and row.minimum == pytest.approx(0.4)
+    assert row.depth == pytest.approx(0.5) and row.depth_norm == pytest.approx(0.5 / 0.9)
+    assert row.recovery == pytest.approx(0.495)
+    assert row.iters_to_recover == 3  # back within 0.01 of 0.9 at iteration 5, task 1 started after 2
+
+
+def test_never_recovered_is_nan(log):
+    log.loc[(log.eval_step == 5) & (log.task == 0), "accuracy"] = 0.85
+    assert math.isnan(metrics.stability_gap(log).iloc[0].iters_to_recover)
+    assert metrics.summarize(log)["gap_unrecovered"] == 1.0
+
+
+def test_undefined_metrics_are_nan_with_one_task():
+    log = pd.DataFrame([{"eval_step": s, "iteration": s, "trained_task": t, "task": 0, "accuracy": a, "n": 1}
+                        for s, t, a in [(0, -1, 0.1), (1, 0, 0.7), (2, 0, 0.8)]])
+    s = metrics.summarize(log)
+    assert math.isnan(s["bwt"]) and math.isnan(s["min_acc"]) and math.isnan(s["forgetting"])
+    assert s["acc"] == pytest.approx(0.8) and s["wc_acc"] == pytest.approx(0.8)
+    assert metrics.stability_gap(log).empty
+
+
+def test_summary_has_every_metric(log):
+    s = metrics.summarize(log)
+    for key in ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "wp10", "wp100", "lca10",
+                "aaa", "gap_depth", "gap_iters_to_recover"]:
+        assert key in s
+    assert s["gap_depth"] == pytest.approx(0.5)

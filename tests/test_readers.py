@@ -1,0 +1,86 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from scenarios import InputError, load_dataset
+from scenarios.readers import read_idx, write_idx
+from scenarios.sources import load_cifar100, load_fashion_mnist, load_mnist
+from tests.conftest import make_cifar100, make_idx_dataset
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, gz):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    p = tmp_path / ("a.idx.gz" if gz else "a.idx")
+    write_idx(p, a)
+    np.testing.assert_array_equal(read_idx(p), a)
+
+
+def test_mnist_loader_reads_real_idx_layout(tmp_path):
+    arrays = make_idx_dataset(tmp_path / "MNIST" / "raw", gz=False)
+    train, test, names = load_mnist(root=tmp_path)
+    assert train.x.shape == (60, 1, 28, 28) and train.x.dtype.is_floating_point is False
+    np.testing.assert_array_equal(train.x[:, 0].numpy(), arrays["train"][0])
+    np.testing.assert_array_equal(test.y.numpy(), arrays["t10k"][1])
+    assert names == [str(i) for i in range(10)]
+
+
+def test_fashion_mnist_from_env_variable(tmp_path, monkeypatch):
+    make_idx_dataset(tmp_path / "fm")
+    monkeypatch.setenv("CLBENCH_DATA", str(tmp_path / "fm"))
+    train, test, names = load_fashion_mnist()
+    assert len(train) == 60 and len(test) == 30 and names[0] == "T-shirt/top"
+
+
+def test_wrong_magic_number_is_a_clear_error(tmp_path):
+    make_idx_dataset(tmp_path, gz=False)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x12\x34\x56\x78" + bytes(100))
+    with pytest.raises(InputError, match="not an IDX file"):
+        load_mnist(root=tmp_path)
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    make_idx_dataset(tmp_path, gz=False)
+    p = tmp_path / "train-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(InputError, match="truncated"):
+        load_mnist(root=tmp_path)
+
+
+def test_corrupt_gzip_is_a_clear_error(tmp_path):
+    make_idx_dataset(tmp_path)
+    p = tmp_path / "train-labels-idx1-ubyte.gz"
+    p.write_bytes(gzip.compress(b"")[:5])
+    with pytest.raises(InputError, match="cannot read"):
+        load_mnist(root=tmp_path)
+
+
+def test_missing_dataset_says_what_to_do(tmp_path):
+    with pytest.raises(InputError, match="put the four IDX files"):
+        load_mnist(root=tmp_path)
+    with pytest.raises(InputError, match="cifar-100-python"):
+        load_cifar100(root=tmp_path)
+
+
+def test_unknown_dataset_lists_known_ones():
+    with pytest.raises(InputError, match="known datasets: digits, mnist"):
+        load_dataset("imagenet")
+
+
+def test_cifar100_pickles(tmp_path):
+    arrays = make_cifar100(tmp_path)
+    train, test, names = load_cifar100(root=tmp_path)
+    assert train.x.shape == (200, 3, 32, 32) and len(test) == 100 and names[3] == "c3"
+    np.testing.assert_array_equal(train.x.reshape(200, -1).numpy(), arrays["train"][0])
+    assert train.y.tolist() == arrays["train"][1]
+
+
+def test_cifar100_pickle_without_keys_is_a_clear_error(tmp_path):
+    import pickle
+
+    make_cifar100(tmp_path)
+    with open(tmp_path / "cifar-100-python" / "train", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8)}, f)
+    with pytest.raises(InputError, match="lacks the key"):
+        load_cifar100(root=tmp_path)
