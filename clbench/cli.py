@@ -40,6 +40,8 @@ def cli() -> None:
 @click.option("--model", help="network: mlp, cnn, resnet18-slim")
 @click.option("--ordering", help="stream ordering [sequential]")
 @click.option("--ordering-param", "ordering_params", multiple=True, help="ordering parameter name=value")
+@click.option("--orderings", type=int, help="repeat over K seeded orderings (class order + stream); "
+              "the leaderboard gains the spread across them")
 @click.option("--device", help="cpu, cuda, cuda:N [cpu]")
 @click.option("--data-root", type=click.Path(), help="where the dataset files are")
 @click.option("--config", "config_path", type=click.Path(), help="experiment.toml describing the experiment")
@@ -51,7 +53,7 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_tasks, eval_every, eval_subset,
         eval_resample, dense_after_switch, epochs, iterations, batch_size, lr, model, ordering, ordering_params,
-        device, data_root, config_path, name, out, jobs, force, plots, quiet):
+        orderings, device, data_root, config_path, name, out, jobs, force, plots, quiet):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
@@ -108,7 +110,8 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
         changes["ordering_params"] = op
     for key, value in dict(eval_every=eval_every, eval_subset=eval_subset, eval_resample=eval_resample,
                            dense_after_switch=dense_after_switch, epochs=epochs, iterations=iterations,
-                           batch_size=batch_size, lr=lr, model=model, ordering=ordering, device=device,
+                           batch_size=batch_size, lr=lr, model=model, ordering=ordering, orderings=orderings,
+                           device=device,
                            data_root=data_root, name=name).items():
         if value is not None:
             changes[key] = value
@@ -119,6 +122,8 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
             raise InputError(f"--eval-subset must be a number of samples or 'all', not {eval_subset!r}") from None
     if name is None and not config_path and "scenarios" in changes:
         changes["name"] = "-".join(changes["scenarios"])
+        if changes.get("ordering", "sequential") != "sequential":
+            changes["name"] += f"-{changes['ordering']}"
     exp = dataclasses.replace(exp, **changes)
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, not {jobs}")

@@ -29,8 +29,8 @@ from strategies.registry import REGISTRY, coerce_params, strategy_entry
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
 RUN_SETTINGS = ("model", "optimizer", "lr", "momentum", "batch_size", "epochs", "iterations", "eval_every",
-                "eval_subset", "eval_resample", "dense_after_switch", "ordering", "ordering_params", "device_type",
-                "params", "scenario_options")
+                "eval_subset", "eval_resample", "dense_after_switch", "ordering", "ordering_params", "orderings",
+                "device_type", "params", "scenario_options")
 
 
 @dataclass
@@ -55,6 +55,9 @@ class Experiment:
     dense_after_switch: int = 0
     ordering: str = "sequential"
     ordering_params: dict[str, Any] = field(default_factory=dict)
+    #: run every (scenario, strategy, seed) over this many seeded orderings (class order + stream);
+    #: with more than one, the class order defaults to "seed"
+    orderings: int = 1
     device: str = "cpu"
     data_root: str | None = None
 
@@ -75,7 +78,16 @@ class Experiment:
         for s in self.strategies:  # bad values fail now, not after hours of other runs
             coerce_params(s, self.strategy_params(s))
         for s in self.scenarios:  # so do missing data and bad scenario options (data loads are cached)
-            scenarios.build(s, seed=self.seeds[0], root=self.data_root, **self.scenario_options)
+            sc = scenarios.build(s, seed=self.seeds[0], root=self.data_root, **self.scenario_options_for_runs())
+            if self.ordering != "sequential" or self.ordering_params:  # the ordering's parameters too
+                from scenarios.orderings import make_stream
+
+                cfg = RunConfig(scenario=s, batch_size=self.batch_size, epochs=self.epochs,
+                                iterations=self.iterations).resolved(sc)
+                make_stream(sc, self.ordering, seed=0, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                            iterations=cfg.iterations, **self.ordering_params)
+        if self.orderings < 1:
+            raise InputError(f"--orderings must be at least 1, not {self.orderings}")
         if self.eval_every is not None and self.eval_every < 1:
             raise InputError(f"--eval-every must be at least 1, not {self.eval_every}")
         return self
@@ -85,15 +97,21 @@ class Experiment:
         shared = {k: v for k, v in self.params.get("*", {}).items() if k in own}
         return {**shared, **self.params.get(strategy, {})}
 
+    def scenario_options_for_runs(self) -> dict[str, Any]:
+        if self.orderings > 1 and "class_order" not in self.scenario_options:
+            return {**self.scenario_options, "class_order": "seed"}
+        return dict(self.scenario_options)
+
     def run_configs(self) -> list[RunConfig]:
+        order_seeds = [None] if self.orderings == 1 else list(range(self.orderings))
         return [RunConfig(scenario=sc, strategy=st, seed=seed, params=self.strategy_params(st),
-                          scenario_options=dict(self.scenario_options), model=self.model, optimizer=self.optimizer,
+                          scenario_options=self.scenario_options_for_runs(), model=self.model, optimizer=self.optimizer,
                           lr=self.lr, momentum=self.momentum, batch_size=self.batch_size, epochs=self.epochs,
                           iterations=self.iterations, eval_every=self.eval_every, eval_subset=self.eval_subset,
                           eval_resample=self.eval_resample, dense_after_switch=self.dense_after_switch,
                           ordering=self.ordering, ordering_params=dict(self.ordering_params), device=self.device,
-                          data_root=self.data_root)
-                for sc in self.scenarios for st in self.strategies for seed in self.seeds]
+                          data_root=self.data_root, ordering_seed=o)
+                for sc in self.scenarios for st in self.strategies for o in order_seeds for seed in self.seeds]
 
     def settings(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -102,7 +120,9 @@ class Experiment:
 
 
 def run_dir(root: Path, config: RunConfig) -> Path:
-    return root / "runs" / config.scenario / config.strategy / f"seed{config.seed}"
+    """runs/<scenario>/<strategy>/seed<k> (seed<k>-order<o> when the experiment varies the ordering)."""
+    name = f"seed{config.seed}" if config.ordering_seed is None else f"seed{config.seed}-order{config.ordering_seed}"
+    return root / "runs" / config.scenario / config.strategy / name
 
 
 # ---------------------------------------------------------------- parsing helpers

@@ -14,6 +14,8 @@ from clbench.runner import is_complete
 
 METRICS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
            "gap_iters_to_recover", "wall_seconds", "train_iters_per_second"]
+#: metrics whose spread across orderings the leaderboard reports (``--orderings K``)
+SPREAD_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth"]
 #: shown as percentages for people (fractions in the CSV)
 ACCURACY_LIKE = {"acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth"}
 LABELS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
@@ -63,9 +65,29 @@ def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
         out.append(row)
     lb = pd.DataFrame(out)
+    if "ordering_seed" in runs and runs["ordering_seed"].notna().any():
+        lb = _ordering_spread(runs, lb, keys)
     order = {s: i for i, s in enumerate(dict.fromkeys(runs["scenario"]))}
     lb["_o"] = lb["scenario"].map(order)
     return lb.sort_values(["_o", "acc_mean"], ascending=[True, False]).drop(columns="_o").reset_index(drop=True)
+
+
+def _ordering_spread(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per row: std, min and max across orderings of the per-ordering means (over seeds), and how
+    often the strategy's ACC rank within its scenario differs from its rank on the mean."""
+    per_order = runs.groupby([*keys, "ordering_seed"], sort=False)[SPREAD_METRICS].mean().reset_index()
+    spread = per_order.groupby(keys, sort=False)[SPREAD_METRICS].agg(["std", "min", "max"])
+    spread.columns = [f"{m}_order_{stat}" for m, stat in spread.columns]
+    lb = lb.merge(spread.reset_index(), on=keys, how="left")
+    lb["n_orderings"] = lb.merge(per_order.groupby(keys).size().rename("n").reset_index(), on=keys)["n"]
+    per_order["rank"] = per_order.groupby(["scenario", "ordering_seed"])["acc"].rank(ascending=False, method="min")
+    overall = lb.groupby("scenario")["acc_mean"].rank(ascending=False, method="min")
+    lb["rank"] = overall.astype(int)
+    merged = per_order.merge(lb[[*keys, "rank"]].rename(columns={"rank": "overall"}), on=keys)
+    merged["changed"] = merged["rank"] != merged["overall"]
+    changes = merged.groupby(keys, sort=False).agg(rank_changes=("changed", "sum"), rank_best=("rank", "min"),
+                                                   rank_worst=("rank", "max")).reset_index()
+    return lb.merge(changes, on=keys, how="left")
 
 
 def _cell(mean: float, std: float, metric: str) -> str:
@@ -85,6 +107,13 @@ def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     t = lb[["scenario", "strategy", "n_seeds"]].copy()
     for m in metrics:
         t[LABELS[m]] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], lb[f"{m}_std"])]
+    if "acc_order_std" in lb:
+        t.insert(3, "orderings", lb["n_orderings"])
+        t["ACC across orderings (std, min-max)"] = [
+            f"{100 * s:.1f}, {100 * lo:.1f}-{100 * hi:.1f}"
+            for s, lo, hi in zip(lb["acc_order_std"], lb["acc_order_min"], lb["acc_order_max"])]
+        t["rank changes"] = [f"{int(c)}/{int(n)} (ranks {int(b)}-{int(w)})" for c, n, b, w in
+                             zip(lb["rank_changes"], lb["n_orderings"], lb["rank_best"], lb["rank_worst"])]
     return t
 
 

@@ -18,12 +18,12 @@ from clbench import metrics  # noqa: E402
 from clbench.leaderboard import run_folders  # noqa: E402
 
 
-def _load(roots: list[Path]) -> dict[tuple[str, str], dict[int, pd.DataFrame]]:
-    """{(scenario, strategy): {seed: curves}}"""
-    out: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
+    """{(scenario, strategy): {run folder name (seed<k>[-order<o>]): curves}}"""
+    out: dict[tuple[str, str], dict[str, pd.DataFrame]] = {}
     for d in run_folders(roots):
-        scenario, strategy, seed = d.parts[-3], d.parts[-2], int(d.parts[-1][4:])
-        out.setdefault((scenario, strategy), {})[seed] = pd.read_csv(d / "curves.csv")
+        scenario, strategy, run = d.parts[-3], d.parts[-2], d.parts[-1]
+        out.setdefault((scenario, strategy), {})[run] = pd.read_csv(d / "curves.csv")
     return out
 
 
@@ -82,7 +82,7 @@ def _mean_accuracy(scenario, runs, out) -> Path:
 
 
 def _per_task(scenario, strategy, seeds, out) -> Path:
-    seed = min(seeds)
+    seed = min(seeds, key=lambda name: (len(name), name))
     log = seeds[seed]
     steps = log.groupby("eval_step")[["trained_task"]].first()["trained_task"].cummax()
     log = log.join(steps.rename("phase"), on="eval_step")
@@ -91,7 +91,7 @@ def _per_task(scenario, strategy, seeds, out) -> Path:
         ax.plot(g["iteration"], g["accuracy"], lw=1, label=f"task {task}")
     _mark(ax, boundaries(log))
     ax.set(xlabel="training iteration", ylabel="accuracy", ylim=(0, 1.02),
-           title=f"{scenario} / {strategy} (seed {seed}): each task from its start; "
+           title=f"{scenario} / {strategy} ({seed}): each task from its start; "
                  "dips after boundaries = stability gap")
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, out / f"{scenario}_tasks_{strategy}.png")

@@ -50,6 +50,8 @@ class RunConfig:
     dense_after_switch: int = 0
     ordering: str = "sequential"
     ordering_params: dict[str, Any] = field(default_factory=dict)
+    #: seed of the scenario (class order, permutations) and the stream; None: the run's seed
+    ordering_seed: int | None = None
     device: str = "cpu"
     data_root: str | None = None
 
@@ -141,10 +143,11 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> 
     """
     device = check_device(config.device)
     t_start = time.perf_counter()
-    scenario = scenarios.build(config.scenario, seed=config.seed, root=config.data_root, **config.scenario_options)
+    order_seed = config.seed if config.ordering_seed is None else config.ordering_seed
+    scenario = scenarios.build(config.scenario, seed=order_seed, root=config.data_root, **config.scenario_options)
     config = config.resolved(scenario)
     strategy = build_strategy(config, scenario, device)
-    stream = make_stream(scenario, config.ordering, seed=config.seed, batch_size=config.batch_size,
+    stream = make_stream(scenario, config.ordering, seed=order_seed, batch_size=config.batch_size,
                          epochs=config.epochs, iterations=config.iterations,
                          views=getattr(strategy, "views", 1), **config.ordering_params)
     try:
@@ -176,18 +179,19 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> 
         if progress is not None:
             progress(n, n_total, trained, ev)
 
+    tasks = stream.tasks or scenario.tasks
     strategy.before_stream(scenario)
     evaluate(0, -1)
     for seg in stream.segments:
         phase = max(phase, seg.task)
-        strategy.before_task(scenario.tasks[seg.task])
+        strategy.before_task(tasks[seg.task])
         for it in range(seg.start, seg.stop):
             t0 = time.perf_counter()
             idx = flat[starts[it]:starts[it + 1]]
             x = stream.pool.normalize(pool_x[idx])
             losses.append(strategy.observe(x, pool_y[idx], pool_task[idx]))
             if it + 1 == seg.stop:
-                strategy.after_task(scenario.tasks[seg.task])
+                strategy.after_task(tasks[seg.task])
             train_seconds[it] = time.perf_counter() - t0
             if schedule.due(it + 1):
                 evaluate(it + 1, seg.task)
@@ -202,7 +206,8 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> 
                "train_seconds": float(train_seconds.sum()), "eval_seconds": eval_seconds,
                "train_iters_per_second": n_total / max(float(train_seconds.sum()), 1e-9),
                "scenario": scenario.name, "setting": scenario.setting, "strategy": config.strategy,
-               "seed": config.seed, "params": config.params}
+               "seed": config.seed, "ordering": config.ordering, "ordering_seed": config.ordering_seed,
+               "params": config.params}
     out = None
     if out_dir is not None:
         out = Path(out_dir)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from scenarios.data import Scenario, TensorData
+from scenarios.data import Scenario, Task, TensorData
 from scenarios.errors import InputError
 
 
@@ -34,6 +34,9 @@ class Stream:
     task_of_iteration: torch.Tensor
     segments: list[Segment]
     meta: dict = field(default_factory=dict)
+    #: the tasks as this stream trains them (blurry streams move samples between tasks);
+    #: None means the scenario's own tasks
+    tasks: list[Task] | None = None
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -81,6 +84,32 @@ def epoch_batches(n: int, batch_size: int, n_iterations: int, g: torch.Generator
     while sum(len(c) for c in cycles) < needed:
         cycles.append(torch.randperm(n, generator=g).repeat_interleave(views))
     return list(torch.cat(cycles)[:needed].split(batch_size))
+
+
+class Cursor:
+    """Draws indices of one task's data in epochs (a new seeded permutation each time the data is
+    used up), continuing across calls, so every sample is used as often as the plan draws it:
+    after d draws from n samples each one has been used floor(d/n) or ceil(d/n) times. With
+    ``views`` > 1 every index comes ``views`` times in a row; take multiples of ``views``."""
+
+    def __init__(self, n: int, g: torch.Generator, views: int = 1):
+        self.n, self.g, self.views = n, g, views
+        self._seq = torch.zeros(0, dtype=torch.long)
+        self._pos = 0
+        self.drawn = 0
+
+    def take(self, m: int) -> torch.Tensor:
+        out = []
+        while m > 0:
+            if self._pos >= len(self._seq):
+                self._seq, self._pos = torch.randperm(self.n, generator=self.g).repeat_interleave(self.views), 0
+            chunk = self._seq[self._pos:self._pos + m]
+            self._pos += len(chunk)
+            m -= len(chunk)
+            out.append(chunk)
+        idx = torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+        self.drawn += len(idx)
+        return idx
 
 
 def iterations_per_task(n_train: int, batch_size: int, epochs: float | None, iterations: int | None) -> int:
