@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
@@ -104,7 +105,76 @@ class EWC(Strategy):
         self.model.zero_grad(set_to_none=True)
         return {k: v / max(1, n_batches) for k, v in out.items()}
 
+    def _linear_only(self) -> list[nn.Linear] | None:
+        """The model's Linear layers if they hold every trainable parameter (MLPs), else None."""
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        owned = {id(p) for m in linears for p in m.parameters() if p.requires_grad}
+        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
+        return linears if linears and owned == trainable else None
+
+    def _class_weights(self, probs: torch.Tensor, y: torch.Tensor):
+        """(labels, weights) pairs whose weighted squared gradients sum to the chosen Fisher."""
+        if self.fisher == "exact":
+            return [(torch.full_like(y, c), probs[:, c]) for c in range(probs.shape[1]) if bool((probs[:, c] > 0).any())]
+        if self.fisher == "sample":
+            drawn = torch.multinomial(probs.cpu(), 1, generator=self.generator).flatten().to(y.device)
+            return [(drawn, torch.ones_like(probs[:, 0]))]
+        return [(y, torch.ones_like(probs[:, 0]))]
+
+    def _masked_log_probs(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.setting == "task-il":  # finite mask: -inf would give NaN gradients
+            mask = self._mask.to(logits.device)[t][:, :logits.shape[1]]
+            logits = torch.where(mask, logits, torch.full_like(logits, -1e9))
+        return F.log_softmax(logits, 1)
+
+    def _fisher_linear(self, linears: list[nn.Linear], x, y, t):
+        """Exact per-sample squared gradients of Linear layers without materialising them: the
+        gradient of sample n is the outer product delta_n a_n^T, so sum_n w_n (delta_n a_n^T)^2 =
+        (w * delta^2)^T a^2. One backward pass per label choice per chunk."""
+        inputs: dict[nn.Linear, torch.Tensor] = {}
+        outputs: dict[nn.Linear, torch.Tensor] = {}
+
+        def hook(module, inp, out):
+            inputs[module], outputs[module] = inp[0].detach(), out
+
+        handles = [m.register_forward_hook(hook) for m in linears]
+        fw = {m: torch.zeros_like(m.weight) for m in linears}
+        fb = {m: torch.zeros_like(m.bias) for m in linears if m.bias is not None}
+        try:
+            for s in range(0, len(y), 1024):
+                xs, ys, ts = x[s:s + 1024], y[s:s + 1024], t[s:s + 1024]
+                with torch.enable_grad():
+                    logp = self._masked_log_probs(self.model(xs), ts)
+                    if any(inputs[m].dim() != 2 for m in linears):
+                        return None
+                    outs = [outputs[m] for m in linears]
+                    pairs = self._class_weights(logp.detach().exp(), ys)
+                    for k, (labels, w) in enumerate(pairs):
+                        chosen = logp.gather(1, labels.view(-1, 1)).sum()
+                        deltas = torch.autograd.grad(chosen, outs, retain_graph=k < len(pairs) - 1)
+                        for m, d in zip(linears, deltas):
+                            wd2 = w.view(-1, 1) * d.pow(2)
+                            fw[m] += wd2.T @ inputs[m].pow(2)
+                            if m in fb:
+                                fb[m] += wd2.sum(0)
+        finally:
+            for h in handles:
+                h.remove()
+        names = {id(p): k for k, p in self.model.named_parameters()}
+        out = {names[id(m.weight)]: v / len(y) for m, v in fw.items()}
+        out.update({names[id(m.bias)]: v / len(y) for m, v in fb.items()})
+        return out
+
     def _fisher_per_sample(self, x, y, t):
+        linears = self._linear_only()
+        if linears is not None:
+            fisher = self._fisher_linear(linears, x, y, t)
+            if fisher is not None:
+                return fisher
+        return self._fisher_vmap(x, y, t)
+
+    def _fisher_vmap(self, x, y, t):
+        """Any architecture: per-sample gradients with torch.func (memory-bound, chunked)."""
         model = self.model
         params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
         buffers = {k: b.detach() for k, b in model.named_buffers()}
@@ -126,15 +196,7 @@ class EWC(Strategy):
             xs, ys, ts = x[s:s + chunk], y[s:s + chunk], t[s:s + chunk]
             with torch.no_grad():
                 probs = torch.softmax(torch.vmap(log_probs, in_dims=(None, 0, 0))(params, xs, ts), 1)
-            if self.fisher == "exact":
-                labels = [(torch.full_like(ys, c), probs[:, c]) for c in range(probs.shape[1])
-                          if bool((probs[:, c] > 0).any())]
-            elif self.fisher == "sample":
-                drawn = torch.multinomial(probs.cpu(), 1, generator=self.generator).flatten().to(ys.device)
-                labels = [(drawn, torch.ones_like(probs[:, 0]))]
-            else:
-                labels = [(ys, torch.ones_like(probs[:, 0]))]
-            for cs, w in labels:
+            for cs, w in self._class_weights(probs, ys):
                 g = per_sample(params, xs, ts, cs)
                 for k in out:
                     out[k] += torch.einsum("n,n...->...", w, g[k] ** 2)
