@@ -77,7 +77,8 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
     if scenarios_:
         changes["scenarios"] = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario")
     if strategies_:
-        changes["strategies"] = parse_names(",".join(_split(strategies_)), list(REGISTRY), "strategy")
+        changes["strategies"] = parse_names(",".join(_split(strategies_)), list(REGISTRY), "strategy",
+                                            prefixes=("avalanche:",))
     if seeds is not None and seed is not None:
         raise InputError("give either --seeds or --seed, not both")
     if seeds is not None:

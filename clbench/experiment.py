@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -21,10 +22,10 @@ import tomllib
 
 import scenarios
 from clbench import io
+from clbench.catalog import coerce_params, strategy_entry
 from clbench.runner import RunConfig, is_complete, run
 from scenarios.errors import InputError
 from scenarios.registry import scenario_spec
-from strategies.registry import REGISTRY, coerce_params, strategy_entry
 
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
@@ -147,11 +148,12 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def parse_names(text: str, known: list[str], what: str) -> list[str]:
+def parse_names(text: str, known: list[str], what: str, prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Comma-separated names; ``all`` means every known one; names with one of ``prefixes`` pass."""
     names = [n.strip() for n in str(text).split(",") if n.strip()]
     if names == ["all"]:
         return list(known)
-    bad = [n for n in names if n not in known]
+    bad = [n for n in names if n not in known and not n.startswith(prefixes)]
     if bad:
         raise InputError(f"unknown {what} {', '.join(map(repr, bad))}; known {what}s: {', '.join(known)}")
     return names
@@ -263,7 +265,8 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
     if jobs <= 1 or len(todo) <= 1:
         for config in todo:
             overall.set_postfix_str(f"{config.scenario} {config.strategy} seed{config.seed}")
-            summary = run(config, run_dir(root, config), progress=_run_bar(config, show_progress))
+            summary = run(config, run_dir(root, config), progress=_run_bar(config, show_progress)).summary
+            _warn_divergence(config, summary)
             overall.update(1)
             if on_done:
                 on_done(config, summary)
@@ -276,11 +279,21 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
             for f in as_completed(futures):
                 config = futures[f]
                 summary = f.result()
+                _warn_divergence(config, summary)
                 overall.update(1)
                 if on_done:
                     on_done(config, summary)
     overall.close()
     return {"done": len(todo), "skipped": skipped}
+
+
+def _warn_divergence(config: RunConfig, summary: dict) -> None:
+    if summary.get("diverged_at"):
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {config.scenario} {config.strategy} seed {config.seed} diverged at iteration "
+                   f"{summary['diverged_at']} (non-finite loss); its metrics are those of a broken model — "
+                   "lower --lr or the strategy's strength", file=sys.stderr)
 
 
 def _run_bar(config: RunConfig, show: bool):
@@ -308,6 +321,3 @@ def _run_bar(config: RunConfig, show: bool):
 
     return progress
 
-
-def known_strategies() -> list[str]:
-    return list(REGISTRY)

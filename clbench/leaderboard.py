@@ -58,6 +58,7 @@ def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(keys, key))
         row["n_seeds"] = int(g["seed"].nunique())
         row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
+        row["n_diverged"] = int(g["diverged_at"].notna().sum()) if "diverged_at" in g else 0
         for m in METRICS:
             v = g[m].to_numpy(dtype=float) if m in g else np.array([np.nan])
             v = v[~np.isnan(v)]

@@ -17,7 +17,8 @@ learning: identifying the stability gap" (ICLR 2023) for min-ACC, WC-ACC, WF/WP;
 Ranzato, "Gradient Episodic Memory" (NeurIPS 2017) for ACC/BWT/FWT (divided by T-1 here; their
 code divides by T); Chaudhry et al., "Riemannian walk" (ECCV 2018) for forgetting and
 "Efficient lifelong learning with A-GEM" (ICLR 2019) for LCA; Lapacz et al. (WACV 2025) for
-per-transition gap depth and recovery.
+per-transition gap depth and recovery. A log that stops before the last task (an interrupted
+stream, a plugin in a partial loop) gives the metrics of the tasks trained so far.
 """
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ def initial_accuracies(log: pd.DataFrame) -> np.ndarray:
 
 
 def _final_row(log):
+    """R restricted to the tasks trained so far (all of them once the stream is complete), so a
+    log of a partly trained stream gives the metrics of that prefix."""
     R = accuracy_matrix(log)
-    return R, R.shape[0]
+    done = [i for i in range(R.shape[0]) if not np.isnan(R[i]).all()]
+    T = (max(done) + 1) if done else R.shape[0]
+    return R[:T, :T], T
 
 
 def acc(log: pd.DataFrame) -> float:
@@ -106,7 +111,7 @@ def bwt(log: pd.DataFrame) -> float:
 def fwt(log: pd.DataFrame) -> float:
     """FWT = 1/(T-1) sum_{j>=2} (R[j-1, j] - b_j). NaN with one task or without the initial evaluation."""
     R, T = _final_row(log)
-    b = initial_accuracies(log)
+    b = initial_accuracies(log)[:T]
     if T < 2:
         return float("nan")
     return float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))

@@ -18,11 +18,11 @@ import torch
 
 import scenarios
 from clbench import io, metrics
+from clbench.catalog import coerce_params, is_avalanche, strategy_entry
 from clbench.evaluator import Evaluator, Schedule, subset_size
 from scenarios.errors import InputError
 from scenarios.orderings import make_stream
-from strategies import build_model, create, strategy_entry
-from strategies.registry import coerce_params
+from strategies import build_model, create
 
 RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.json")
 
@@ -104,19 +104,25 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def build_strategy(config: RunConfig, scenario: scenarios.Scenario, device: torch.device):
-    """Model (seeded), optimiser and strategy exactly as the run uses them."""
+def build_model_and_optimizer(config: RunConfig, scenario: scenarios.Scenario, device: torch.device):
+    """The run's network (seeded) and optimiser: shared by clbench and Avalanche strategies."""
     torch.manual_seed(config.seed)
-    entry = strategy_entry(config.strategy)
+    model = build_model(config.model, scenario.input_shape, scenario.n_classes, **config.model_options).to(device)
+    return model, _optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
+
+
+def build_strategy(config: RunConfig, scenario: scenarios.Scenario, device: torch.device):
+    """Model, optimiser and strategy exactly as the run uses them."""
+    torch.manual_seed(config.seed)
     model = optimizer = None
-    if entry.uses_model:
-        model = build_model(config.model, scenario.input_shape, scenario.n_classes, **config.model_options).to(device)
-        optimizer = _optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
+    if strategy_entry(config.strategy).uses_model:
+        model, optimizer = build_model_and_optimizer(config, scenario, device)
     return create(config.strategy, model, optimizer, setting=scenario.setting, task_classes=scenario.task_classes,
                   n_classes=scenario.n_classes, seed=config.seed, **config.params)
 
 
-def record(config: RunConfig, scenario: scenarios.Scenario, strategy, stream, evaluator: Evaluator) -> dict:
+def record(config: RunConfig, scenario: scenarios.Scenario, strategy_config: dict, stream_meta: dict,
+           evaluator: Evaluator) -> dict:
     """config.json: the run as asked and every choice that changes the numbers."""
     return {
         "run": config.to_dict(),
@@ -124,8 +130,8 @@ def record(config: RunConfig, scenario: scenarios.Scenario, strategy, stream, ev
                      "n_classes": scenario.n_classes, "class_order": scenario.class_order,
                      "task_classes": scenario.task_classes,
                      **{k: v for k, v in scenario.meta.items() if k not in ("class_names",)}},
-        "strategy": strategy.config(),
-        "stream": {**stream.meta, "iterations_total": len(stream)},
+        "strategy": strategy_config,
+        "stream": stream_meta,
         "evaluation": {"every": config.eval_every, "subset": config.eval_subset,
                        "subsets": "resampled every evaluation" if config.eval_resample else "fixed, seeded",
                        "dense_after_switch": config.dense_after_switch, "when": "after the update",
@@ -135,29 +141,43 @@ def record(config: RunConfig, scenario: scenarios.Scenario, strategy, stream, ev
     }
 
 
-def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> RunResult:
-    """Train and evaluate one configuration; write the run folder atomically when ``out_dir`` is set.
+@dataclass
+class Trained:
+    """What a training loop hands back to ``run``: the evaluations and the per-iteration record."""
 
-    ``progress`` (optional) is called as ``progress(iteration, total, task, mean_accuracy)`` at
-    each evaluation; mean_accuracy is None when it was not computed.
-    """
-    device = check_device(config.device)
-    t_start = time.perf_counter()
-    order_seed = config.seed if config.ordering_seed is None else config.ordering_seed
-    scenario = scenarios.build(config.scenario, seed=order_seed, root=config.data_root, **config.scenario_options)
-    config = config.resolved(scenario)
+    evaluator: Evaluator
+    losses: np.ndarray
+    task_of_iteration: np.ndarray
+    train_seconds: np.ndarray
+    eval_seconds: float
+    strategy_config: dict
+    stream_meta: dict
+
+
+def make_evaluator(config: RunConfig, scenario: scenarios.Scenario, device) -> Evaluator:
+    try:
+        return Evaluator(scenario, subset=subset_size(config.eval_subset), resample=config.eval_resample,
+                         seed=config.seed, device=device)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def make_schedule(config: RunConfig, bounds: list[tuple[int, int]]) -> Schedule:
+    try:
+        return Schedule(bounds, config.eval_every, config.dense_after_switch)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch.device, order_seed: int,
+                  progress=None) -> Trained:
+    """clbench's own loop: the shared stream, ``observe`` per batch, evaluation on schedule."""
     strategy = build_strategy(config, scenario, device)
     stream = make_stream(scenario, config.ordering, seed=order_seed, batch_size=config.batch_size,
                          epochs=config.epochs, iterations=config.iterations,
                          views=getattr(strategy, "views", 1), **config.ordering_params)
-    try:
-        evaluator = Evaluator(scenario, subset=subset_size(config.eval_subset), resample=config.eval_resample,
-                              seed=config.seed, device=device)
-        schedule = Schedule([(s.start, s.stop) for s in stream.segments], config.eval_every,
-                            config.dense_after_switch)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
+    evaluator = make_evaluator(config, scenario, device)
+    schedule = make_schedule(config, [(s.start, s.stop) for s in stream.segments])
     pool_x = stream.pool.x.to(device)
     pool_y = stream.pool.y.to(device)
     pool_task = stream.pool_task.to(device)
@@ -195,23 +215,50 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> 
             train_seconds[it] = time.perf_counter() - t0
             if schedule.due(it + 1):
                 evaluate(it + 1, seg.task)
-
-    log = pd.DataFrame(evaluator.log_rows(), columns=metrics.LOG_COLUMNS)
     loss_values = torch.stack(losses).float().cpu().numpy() if losses else np.zeros(0)
-    train = pd.DataFrame({"iteration": np.arange(1, n_total + 1), "task": stream.task_of_iteration.numpy(),
-                          "loss": loss_values, "seconds": np.cumsum(train_seconds)})
-    wall = time.perf_counter() - t_start
+    return Trained(evaluator, loss_values, stream.task_of_iteration.numpy(), train_seconds, eval_seconds,
+                   strategy.config(), {**stream.meta, "iterations_total": n_total})
+
+
+def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> RunResult:
+    """Train and evaluate one configuration; write the run folder atomically when ``out_dir`` is set.
+
+    ``progress`` (optional) is called as ``progress(iteration, total, task, evaluation)`` after
+    each evaluation. Strategies named ``avalanche:<Name>`` train in Avalanche's own loop with
+    clbench's evaluator plugged in (``clbench.interop.avalanche``).
+    """
+    device = check_device(config.device)
+    t_start = time.perf_counter()
+    order_seed = config.seed if config.ordering_seed is None else config.ordering_seed
+    scenario = scenarios.build(config.scenario, seed=order_seed, root=config.data_root, **config.scenario_options)
+    config = config.resolved(scenario)
+    if is_avalanche(config.strategy):
+        from clbench.interop.avalanche import train_avalanche
+
+        trained = train_avalanche(config, scenario, device, progress)
+    else:
+        trained = train_clbench(config, scenario, device, order_seed, progress)
+
+    log = pd.DataFrame(trained.evaluator.log_rows(), columns=metrics.LOG_COLUMNS)
+    n_total = len(trained.losses)
+    train = pd.DataFrame({"iteration": np.arange(1, n_total + 1), "task": trained.task_of_iteration,
+                          "loss": trained.losses, "seconds": np.cumsum(trained.train_seconds)})
+    train_s = float(trained.train_seconds.sum())
+    bad = np.flatnonzero(~np.isfinite(trained.losses))
     summary = {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
-               "n_evaluations": len(evaluator.history), "wall_seconds": wall,
-               "train_seconds": float(train_seconds.sum()), "eval_seconds": eval_seconds,
-               "train_iters_per_second": n_total / max(float(train_seconds.sum()), 1e-9),
+               "n_evaluations": len(trained.evaluator.history), "wall_seconds": time.perf_counter() - t_start,
+               "train_seconds": train_s, "eval_seconds": trained.eval_seconds,
+               "train_iters_per_second": n_total / max(train_s, 1e-9),
+               # first iteration whose loss was not finite (the run diverged), or None
+               "diverged_at": int(bad[0]) + 1 if len(bad) else None,
                "scenario": scenario.name, "setting": scenario.setting, "strategy": config.strategy,
                "seed": config.seed, "ordering": config.ordering, "ordering_seed": config.ordering_seed,
                "params": config.params}
     out = None
     if out_dir is not None:
         out = Path(out_dir)
-        write_run(out, record(config, scenario, strategy, stream, evaluator), log, train, summary)
+        write_run(out, record(config, scenario, trained.strategy_config, trained.stream_meta, trained.evaluator),
+                  log, train, summary)
     return RunResult(config, log, summary, out)
 
 

@@ -96,3 +96,12 @@ def test_summary_has_every_metric(log):
                 "aaa", "gap_depth", "gap_iters_to_recover"]:
         assert key in s
     assert s["gap_depth"] == pytest.approx(0.5)
+
+
+def test_a_partly_trained_stream_gives_the_metrics_of_its_prefix(log):
+    # a third task that was evaluated at the start and the task ends, but never trained
+    extra = pd.DataFrame([{"eval_step": s, "iteration": i, "trained_task": t, "task": 2, "accuracy": 0.05, "n": 100}
+                          for s, i, t, _ in ROWS if s in (0, 2, 5)])
+    longer = pd.concat([log, extra])
+    for name in ("acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc"):
+        assert getattr(metrics, name)(longer) == pytest.approx(getattr(metrics, name)(log))

@@ -25,7 +25,9 @@ def test_known_ordering_on_split_digits_class_il():
 @pytest.mark.slow
 def test_ewc_and_gem_keep_old_tasks_in_task_il():
     kw = dict(scenario_options={"setting": "task-il"})
-    bwt = {s: np.mean([r["bwt"] for r in _final(s, **kw)]) for s in ["finetune", "ewc", "gem"]}
+    bwt = {s: np.mean([r["bwt"] for r in _final(s, **kw)]) for s in ["finetune", "gem"]}
+    # lambda is not portable (van de Ven 2025): on task-IL split digits with the exact Fisher 1000 works
+    bwt["ewc"] = np.mean([r["bwt"] for r in _final("ewc", params={"ewc_lambda": 1000.0}, **kw)])
     # task-IL split digits forgets little even under finetuning (about 2-3 points); EWC and GEM
     # must remove at least half of that and be more than a point better
     for s in ("ewc", "gem"):

@@ -1,0 +1,250 @@
+"""Avalanche interop, both ways.
+
+- ``to_avalanche(scenario)``: an Avalanche benchmark with the same tasks, class order and test
+  sets (normalised tensors; task labels = task ids in task-il, 0 otherwise).
+- ``train_avalanche``: any Avalanche strategy (``--strategy avalanche:EWC``) trained in
+  Avalanche's own loop on the run's model and optimiser, with clbench's evaluator plugged in, so
+  it gets per-iteration evaluation and the stability-gap metrics.
+- ``ContinualEvaluationPlugin``: clbench's evaluator as an Avalanche plugin for people who keep
+  their Avalanche loop. It evaluates the model directly on the preloaded tensors; it never calls
+  ``strategy.eval()``, which would rebuild data loaders and evaluate whole streams.
+
+``import avalanche`` patches ``torch.utils.data.Dataset.__add__``, so it is imported here only,
+inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from scenarios.data import Scenario
+from scenarios.errors import InputError
+
+#: the Avalanche strategies that fit clbench's loop. ICaRL does not: its nearest-mean-of-exemplars
+#: classifier exists only after the first experience, so it cannot be evaluated from iteration 0.
+STRATEGIES = ("Naive", "EWC", "GEM", "Replay", "LwF", "SynapticIntelligence", "AGEM", "ER_ACE", "DER", "GDumb")
+#: arguments the runner sets itself
+_RUNNER_ARGS = {"self", "model", "optimizer", "criterion", "train_mb_size", "train_epochs", "eval_mb_size", "device",
+                "plugins", "evaluator", "eval_every", "peval_mode", "kwargs", "args", "base_kwargs"}
+
+
+def _training():
+    try:
+        import avalanche.training as training
+    except ImportError:
+        raise InputError("Avalanche strategies need avalanche-lib: pip install avalanche-lib==0.6.0") from None
+    return training
+
+
+def check_strategy_name(name: str) -> None:
+    if name not in STRATEGIES:
+        raise InputError(f"unknown Avalanche strategy {name!r}; supported: {', '.join(STRATEGIES)}")
+
+
+def strategy_params(name: str) -> dict[str, Any]:
+    """The Avalanche strategy's own keyword parameters and defaults (None where it has none)."""
+    check_strategy_name(name)
+    cls = getattr(_training(), name)
+    out = {}
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name in _RUNNER_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[p.name] = None if p.default is inspect.Parameter.empty else p.default
+    return out
+
+
+# ---------------------------------------------------------------- benchmark
+
+def _dataset(data, task_id: int):
+    from avalanche.benchmarks.utils import DataAttribute
+    from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
+
+    x, y = data.batch()
+    base = torch.utils.data.TensorDataset(x, y)
+    return TaskAwareSupervisedClassificationDataset([base], data_attributes=[
+        DataAttribute(y.tolist(), "targets"),
+        DataAttribute([task_id] * len(y), "targets_task_labels", use_in_getitem=True)])
+
+
+def to_avalanche(scenario: Scenario):
+    """An Avalanche benchmark (``train_stream``, ``test_stream``) with exactly the scenario's tasks."""
+    _training()
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+    tid = (lambda t: t.id) if scenario.setting == "task-il" else (lambda t: 0)  # noqa: E731
+    bm = benchmark_from_datasets(train=[_dataset(t.train, tid(t)) for t in scenario.tasks],
+                                 test=[_dataset(t.test, tid(t)) for t in scenario.tasks])
+    return with_task_labels(bm)
+
+
+# ---------------------------------------------------------------- the plugin
+
+class _ModelView:
+    """What clbench's evaluator needs from a strategy: the model and masked logits."""
+
+    def __init__(self, model, setting: str, task_classes: list[list[int]], n_classes: int):
+        from strategies.base import Strategy
+
+        self.model = model
+        self._masker = Strategy(model, setting=setting, task_classes=task_classes, n_classes=n_classes)
+
+    def predict(self, x, task_ids=None):
+        from avalanche.models.utils import avalanche_forward
+
+        tl = task_ids if self._masker.setting == "task-il" else torch.zeros(len(x), dtype=torch.long, device=x.device)
+        return self._masker.mask_logits(avalanche_forward(self.model, x, tl), task_ids)
+
+
+def _plugin_base():
+    from avalanche.core import SupervisedPlugin
+
+    return SupervisedPlugin
+
+
+class ContinualEvaluationPlugin:
+    """Per-iteration continual evaluation inside an Avalanche training loop.
+
+    Evaluates before the first update (every task), every ``eval_every`` iterations (tasks seen so
+    far), for the first ``dense_after_switch`` iterations of each experience and at every
+    experience end (every task), exactly like clbench's runner, on the fixed subsets of
+    clbench's ``Evaluator``. ``log()`` gives the accuracy log; ``summary()`` the metrics.
+    Construct it with ``ContinualEvaluationPlugin.create(scenario, ...)`` (the Avalanche base class
+    is resolved at call time so that importing clbench does not import Avalanche).
+    """
+
+    @staticmethod
+    def create(scenario: Scenario, *, eval_every: int | None = 1, eval_subset: int | str = 1000,
+               eval_resample: bool = False, dense_after_switch: int = 0, seed: int = 0, device="cpu",
+               progress=None):
+        from clbench.evaluator import Evaluator, subset_size
+
+        base = _plugin_base()
+
+        class _Plugin(base):
+            def __init__(self):
+                super().__init__()
+                if eval_every is not None and eval_every < 1:
+                    raise InputError(f"eval_every must be at least 1, not {eval_every}")
+                self.scenario, self.eval_every, self.dense = scenario, eval_every, dense_after_switch
+                self.evaluator = Evaluator(scenario, subset=subset_size(eval_subset), resample=eval_resample,
+                                           seed=seed, device=device)
+                self.view = None
+                self.iteration = 0
+                self.phase = -1
+                self.exp_start = 0
+                self.current = 0
+                self.eval_seconds = 0.0
+                self.losses: list[torch.Tensor] = []
+                self.tasks: list[int] = []
+                self.iter_seconds: list[float] = []
+                self._t0 = 0.0
+                self.progress = progress
+
+            def _evaluate(self, strategy, n_tasks: int, trained: int) -> None:
+                if self.view is None or self.view.model is not strategy.model:
+                    self.view = _ModelView(strategy.model, scenario.setting, scenario.task_classes,
+                                           scenario.n_classes)
+                t0 = time.perf_counter()
+                ev = self.evaluator.evaluate(self.view, n_tasks, self.iteration, trained)
+                self.eval_seconds += time.perf_counter() - t0
+                if self.progress is not None:
+                    self.progress(self.iteration, None, trained, ev)
+
+            def before_training_exp(self, strategy, **kwargs):
+                self.current = strategy.experience.current_experience
+                if not self.evaluator.history:
+                    self._evaluate(strategy, self.evaluator.n_tasks, -1)
+                self.phase = max(self.phase, self.current)
+                self.exp_start = self.iteration
+
+            def before_training_iteration(self, strategy, **kwargs):
+                self._t0 = time.perf_counter()
+
+            def after_training_iteration(self, strategy, **kwargs):
+                self.iteration += 1
+                self.losses.append(strategy.loss.detach().reshape(()))
+                self.tasks.append(self.current)
+                self.iter_seconds.append(time.perf_counter() - self._t0)
+                n = self.iteration
+                dense = n - self.exp_start <= self.dense
+                if dense or (self.eval_every is not None and n % self.eval_every == 0):
+                    self._evaluate(strategy, self.phase + 1, self.current)
+
+            def after_training_exp(self, strategy, **kwargs):
+                # the experience-end evaluation replaces a periodic one at the same iteration
+                h = self.evaluator.history
+                if h and h[-1].iteration == self.iteration and len(h) > 1:
+                    h.pop()
+                self._evaluate(strategy, self.evaluator.n_tasks, self.current)
+
+            def log(self):
+                import pandas as pd
+
+                from clbench import metrics
+
+                return pd.DataFrame(self.evaluator.log_rows(), columns=metrics.LOG_COLUMNS)
+
+            def summary(self) -> dict:
+                from clbench import metrics
+
+                return metrics.summarize(self.log())
+
+        return _Plugin()
+
+
+# ---------------------------------------------------------------- running an Avalanche strategy
+
+def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, device, plugins, params):
+    """An Avalanche strategy on clbench's model and optimiser, silent (no default loggers)."""
+    training = _training()
+    from avalanche.training.plugins import EvaluationPlugin
+
+    check_strategy_name(name)
+    cls = getattr(training, name)
+    with warnings.catch_warnings():  # "no loggers": on purpose, clbench's plugin does the evaluation
+        warnings.simplefilter("ignore")
+        silent = EvaluationPlugin(loggers=[])
+    common = dict(train_mb_size=batch_size, train_epochs=epochs, eval_mb_size=1024, device=device, plugins=plugins,
+                  evaluator=silent)
+    try:
+        return cls(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), **common, **params)
+    except TypeError as e:
+        raise InputError(f"avalanche:{name}: {e}") from None
+
+
+def train_avalanche(config, scenario: Scenario, device, progress=None):
+    """The runner's Avalanche path: same model, optimiser, batch size, epochs and test subsets."""
+    from clbench.runner import Trained, build_model_and_optimizer
+
+    if config.iterations is not None or config.epochs is None or config.epochs != int(config.epochs):
+        raise InputError("Avalanche strategies train whole epochs: give --epochs N (not --iterations)")
+    if config.ordering != "sequential":
+        raise InputError("Avalanche strategies run on sequential streams only")
+    name = config.strategy.split(":", 1)[1]
+    model, optimizer = build_model_and_optimizer(config, scenario, device)
+    plugin = ContinualEvaluationPlugin.create(scenario, eval_every=config.eval_every, eval_subset=config.eval_subset,
+                                              eval_resample=config.eval_resample,
+                                              dense_after_switch=config.dense_after_switch, seed=config.seed,
+                                              device=device, progress=progress)
+    torch.manual_seed(config.seed)
+    strategy = make_strategy(name, model, optimizer, batch_size=config.batch_size, epochs=int(config.epochs),
+                             device=device, plugins=[plugin], params=config.params)
+    bm = to_avalanche(scenario)
+    for exp in bm.train_stream:
+        strategy.train(exp, num_workers=0)
+    losses = torch.stack(plugin.losses).float().cpu().numpy() if plugin.losses else np.zeros(0)
+    return Trained(plugin.evaluator, losses, np.array(plugin.tasks), np.array(plugin.iter_seconds),
+                   plugin.eval_seconds, {"name": config.strategy, "library": "avalanche-lib 0.6.0",
+                                         "setting": scenario.setting, **config.params},
+                   {"ordering": "avalanche data loaders", "batch_size": config.batch_size,
+                    "epochs": config.epochs, "iterations_total": len(losses),
+                    "iterations_per_epoch_clbench": [math.ceil(len(t.train) / config.batch_size)
+                                                     for t in scenario.tasks]})

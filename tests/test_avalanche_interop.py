@@ -1,0 +1,100 @@
+"""Avalanche interop: the benchmark conversion, Avalanche strategies in the clbench runner, and
+clbench's evaluator as a plugin inside an Avalanche loop."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import scenarios
+from clbench.catalog import coerce_params
+from clbench.evaluator import Evaluator
+from clbench.interop.avalanche import ContinualEvaluationPlugin, _ModelView, make_strategy, to_avalanche
+from clbench.runner import RunConfig, run
+from scenarios import InputError
+from strategies import build_model
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def sc():
+    return scenarios.build("split-digits", seed=0, class_order=[9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+
+
+def test_to_avalanche_keeps_tasks_class_order_and_test_sets(sc):
+    bm = to_avalanche(sc)
+    assert len(bm.train_stream) == len(bm.test_stream) == 5
+    for exp, task in zip(bm.test_stream, sc.tasks):
+        assert sorted(set(exp.dataset.targets)) == sorted(task.classes)
+        x, y, t = exp.dataset[3]
+        ref_x, ref_y = task.test.batch(torch.tensor([3]))
+        assert torch.equal(x, ref_x[0]) and int(y) == int(ref_y[0]) and int(t) == 0
+    assert sorted(set(bm.train_stream[0].dataset.targets)) == [8, 9]
+    til = to_avalanche(scenarios.build("split-digits", setting="task-il"))
+    assert til.test_stream[3].dataset[0][2] == 3
+
+
+def test_avalanche_strategy_through_the_clbench_runner(tmp_path):
+    res = run(RunConfig(scenario="split-digits", strategy="avalanche:EWC", params={"ewc_lambda": "10"}, eval_every=5,
+                        epochs=1), tmp_path / "r")
+    s = res.summary
+    assert s["iterations"] == 46 and s["n_evaluations"] == 1 + 46 // 5 + 5  # start, every 5th, 5 task ends
+    assert 0.1 < s["acc"] < 0.5 and s["bwt"] < -0.5  # EWC in class-IL forgets, like finetune
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["strategy"]["library"] == "avalanche-lib 0.6.0" and cfg["strategy"]["ewc_lambda"] == 10
+
+
+def test_avalanche_names_and_parameters_are_checked():
+    with pytest.raises(InputError, match="unknown Avalanche strategy 'Nope'"):
+        coerce_params("avalanche:Nope", {})
+    with pytest.raises(InputError, match="has no parameter 'lambda'"):
+        coerce_params("avalanche:EWC", {"lambda": "1"})
+    assert coerce_params("avalanche:Replay", {"mem_size": "50"}) == {"mem_size": 50}
+    with pytest.raises(InputError, match="whole epochs"):
+        run(RunConfig(scenario="split-digits", strategy="avalanche:Naive", iterations=10))
+
+
+def test_plugin_log_equals_clbench_evaluator_on_the_same_model_state(sc):
+    torch.manual_seed(0)
+    model = build_model("mlp", sc.input_shape, sc.n_classes, hidden=[64])
+    plugin = ContinualEvaluationPlugin.create(sc, eval_every=3, eval_subset=40, seed=7)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    strategy = make_strategy("Naive", model, opt, batch_size=32, epochs=1, device="cpu", plugins=[plugin], params={})
+
+    def forbidden(*a, **k):
+        raise AssertionError("the plugin must not call strategy.eval()")
+
+    strategy.eval = forbidden
+    bm = to_avalanche(sc)
+    for exp in bm.train_stream[:2]:
+        strategy.train(exp, num_workers=0)
+    log = plugin.log()
+    assert log.eval_step.max() + 1 == len(plugin.evaluator.history)
+    assert plugin.iteration == 2 * 9 and set(log.iteration) >= {0, 3, 9, 18}
+    last = log[log.eval_step == log.eval_step.max()].accuracy.tolist()
+    ref = Evaluator(sc, subset=40, seed=7)
+    view = _ModelView(model, sc.setting, sc.task_classes, sc.n_classes)
+    e = ref.evaluate(view, 5, 18, 1)
+    assert last == pytest.approx((e.correct.float() / e.counts.float()).tolist())
+    assert model.training  # the evaluation restored train mode
+    s = plugin.summary()
+    assert 0 <= s["acc"] <= 1 and s["min_acc"] <= s["acc"]
+
+
+def test_every_listed_strategy_builds():
+    from clbench.interop.avalanche import STRATEGIES, strategy_params
+
+    model = build_model("mlp", (1, 8, 8), 10, hidden=[8])
+    need = {"Replay": {"mem_size": 10}, "GEM": {"patterns_per_exp": 5, "memory_strength": 0.5},
+            "EWC": {"ewc_lambda": 1.0}, "LwF": {"alpha": 1.0, "temperature": 2.0},
+            "SynapticIntelligence": {"si_lambda": 1.0}, "AGEM": {"patterns_per_exp": 5},
+            "GDumb": {"mem_size": 10}, "ER_ACE": {}, "DER": {}, "Naive": {}}
+    for name in STRATEGIES:
+        assert isinstance(strategy_params(name), dict)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = make_strategy(name, model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=8, epochs=1,
+                              device="cpu", plugins=[], params=need[name])
+        assert s.train_mb_size == 8
