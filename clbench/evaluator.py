@@ -7,6 +7,10 @@ evaluation is one forward pass in large chunks under ``torch.inference_mode()`` 
 ``bincount`` for the per-task accuracies; the results stay on the device until the log is
 materialised, so no host synchronisation happens per evaluation.
 
+``precision="bf16"`` runs the evaluation forward under bfloat16 autocast: about 4x faster on
+CPUs with AVX512-BF16 and on GPUs, at the price of predictions that can flip on near-ties
+(accuracies move by a fraction of a point); fp32 is the default and is recorded with the run.
+
 Resampling (``resample=True``) redraws the subsets at every evaluation, as the reference code
 of De Lange et al. (ICLR 2023) does; the fixed default avoids the downward bias a minimum over
 thousands of noisy estimates gives min-ACC and WF.
@@ -19,6 +23,9 @@ from dataclasses import dataclass
 import torch
 
 from scenarios.data import Scenario
+
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def subset_size(value) -> int | None:
@@ -43,7 +50,10 @@ class Evaluation:
 
 class Evaluator:
     def __init__(self, scenario: Scenario, *, subset: int | None = 1000, resample: bool = False, seed: int = 0,
-                 device: str | torch.device = "cpu", chunk_size: int = 8192):
+                 device: str | torch.device = "cpu", chunk_size: int = 8192, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"eval precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
         self.n_tasks = len(scenario.tasks)
         self.subset = subset
         self.resample = resample
@@ -87,7 +97,8 @@ class Evaluator:
         was_training = model.training
         model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                         enabled=self.precision == "bf16"):
                 frozen = getattr(strategy, "frozen_features", False)
                 if frozen and self._features is None:
                     self._features = torch.cat([strategy.embed(self.x[s:s + self.chunk_size])

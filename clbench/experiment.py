@@ -30,7 +30,7 @@ from scenarios.registry import scenario_spec
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
 RUN_SETTINGS = ("model", "optimizer", "lr", "momentum", "batch_size", "epochs", "iterations", "eval_every",
-                "eval_subset", "eval_resample", "dense_after_switch", "ordering", "ordering_params", "orderings",
+                "eval_subset", "eval_resample", "eval_precision", "dense_after_switch", "ordering", "ordering_params", "orderings",
                 "device_type", "params", "scenario_options")
 
 
@@ -53,6 +53,7 @@ class Experiment:
     eval_every: int | None = 1
     eval_subset: int | str = 1000
     eval_resample: bool = False
+    eval_precision: str = "fp32"
     dense_after_switch: int = 0
     ordering: str = "sequential"
     ordering_params: dict[str, Any] = field(default_factory=dict)
@@ -109,7 +110,7 @@ class Experiment:
                           scenario_options=self.scenario_options_for_runs(), model=self.model, optimizer=self.optimizer,
                           lr=self.lr, momentum=self.momentum, batch_size=self.batch_size, epochs=self.epochs,
                           iterations=self.iterations, eval_every=self.eval_every, eval_subset=self.eval_subset,
-                          eval_resample=self.eval_resample, dense_after_switch=self.dense_after_switch,
+                          eval_resample=self.eval_resample, eval_precision=self.eval_precision, dense_after_switch=self.dense_after_switch,
                           ordering=self.ordering, ordering_params=dict(self.ordering_params), device=self.device,
                           data_root=self.data_root, ordering_seed=o)
                 for sc in self.scenarios for st in self.strategies for o in order_seeds for seed in self.seeds]

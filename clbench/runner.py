@@ -47,6 +47,7 @@ class RunConfig:
     eval_every: int | None = 1
     eval_subset: int | str = 1000
     eval_resample: bool = False
+    eval_precision: str = "fp32"
     dense_after_switch: int = 0
     ordering: str = "sequential"
     ordering_params: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +136,7 @@ def record(config: RunConfig, scenario: scenarios.Scenario, strategy_config: dic
         "evaluation": {"every": config.eval_every, "subset": config.eval_subset,
                        "subsets": "resampled every evaluation" if config.eval_resample else "fixed, seeded",
                        "dense_after_switch": config.dense_after_switch, "when": "after the update",
+                       "precision": config.eval_precision,
                        "samples_per_task": [evaluator.offsets[t + 1] - evaluator.offsets[t]
                                             for t in range(evaluator.n_tasks)]},
         "versions": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
@@ -157,7 +159,7 @@ class Trained:
 def make_evaluator(config: RunConfig, scenario: scenarios.Scenario, device) -> Evaluator:
     try:
         return Evaluator(scenario, subset=subset_size(config.eval_subset), resample=config.eval_resample,
-                         seed=config.seed, device=device)
+                         seed=config.seed, device=device, precision=config.eval_precision)
     except ValueError as e:
         raise InputError(str(e)) from None
 

@@ -69,3 +69,12 @@ def test_same_seed_gives_byte_identical_curves(tmp_path):
     other = run(RunConfig(scenario="split-digits", strategy="er", seed=4, eval_every=2, epochs=2), tmp_path / "c")
     assert (tmp_path / "c" / "curves.csv").read_text() != (tmp_path / "a" / "curves.csv").read_text()
     assert other.summary["acc"] > 0
+
+
+def test_bf16_evaluation_agrees_with_fp32_up_to_near_ties():
+    a = run(RunConfig(scenario="split-digits", strategy="er", seed=0, eval_every=10))
+    b = run(RunConfig(scenario="split-digits", strategy="er", seed=0, eval_every=10, eval_precision="bf16"))
+    diff = (a.log["accuracy"] - b.log["accuracy"]).abs()
+    assert diff.max() <= 0.03 and diff.mean() < 0.005
+    with pytest.raises(ValueError, match="eval precision"):
+        Evaluator(scenarios.build("split-digits"), precision="fp8")

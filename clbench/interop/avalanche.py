@@ -123,7 +123,7 @@ class ContinualEvaluationPlugin:
     @staticmethod
     def create(scenario: Scenario, *, eval_every: int | None = 1, eval_subset: int | str = 1000,
                eval_resample: bool = False, dense_after_switch: int = 0, seed: int = 0, device="cpu",
-               progress=None):
+               precision: str = "fp32", progress=None):
         from clbench.evaluator import Evaluator, subset_size
 
         base = _plugin_base()
@@ -135,7 +135,7 @@ class ContinualEvaluationPlugin:
                     raise InputError(f"eval_every must be at least 1, not {eval_every}")
                 self.scenario, self.eval_every, self.dense = scenario, eval_every, dense_after_switch
                 self.evaluator = Evaluator(scenario, subset=subset_size(eval_subset), resample=eval_resample,
-                                           seed=seed, device=device)
+                                           seed=seed, device=device, precision=precision)
                 self.view = None
                 self.iteration = 0
                 self.phase = -1
@@ -202,18 +202,21 @@ class ContinualEvaluationPlugin:
 
 # ---------------------------------------------------------------- running an Avalanche strategy
 
-def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, device, plugins, params):
-    """An Avalanche strategy on clbench's model and optimiser, silent (no default loggers)."""
+def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, device, plugins, params,
+                  evaluator=None, **template):
+    """An Avalanche strategy on clbench's model and optimiser, silent (no default loggers) unless an
+    ``evaluator`` is given; ``template`` passes further template arguments (``eval_every``, ...)."""
     training = _training()
     from avalanche.training.plugins import EvaluationPlugin
 
     check_strategy_name(name)
     cls = getattr(training, name)
-    with warnings.catch_warnings():  # "no loggers": on purpose, clbench's plugin does the evaluation
-        warnings.simplefilter("ignore")
-        silent = EvaluationPlugin(loggers=[])
+    if evaluator is None:
+        with warnings.catch_warnings():  # "no loggers": on purpose, clbench's plugin does the evaluation
+            warnings.simplefilter("ignore")
+            evaluator = EvaluationPlugin(loggers=[])
     common = dict(train_mb_size=batch_size, train_epochs=epochs, eval_mb_size=1024, device=device, plugins=plugins,
-                  evaluator=silent)
+                  evaluator=evaluator, **template)
     try:
         return cls(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), **common, **params)
     except TypeError as e:
@@ -233,7 +236,7 @@ def train_avalanche(config, scenario: Scenario, device, progress=None):
     plugin = ContinualEvaluationPlugin.create(scenario, eval_every=config.eval_every, eval_subset=config.eval_subset,
                                               eval_resample=config.eval_resample,
                                               dense_after_switch=config.dense_after_switch, seed=config.seed,
-                                              device=device, progress=progress)
+                                              device=device, precision=config.eval_precision, progress=progress)
     torch.manual_seed(config.seed)
     strategy = make_strategy(name, model, optimizer, batch_size=config.batch_size, epochs=int(config.epochs),
                              device=device, plugins=[plugin], params=config.params)
