@@ -54,8 +54,8 @@ def cli() -> None:
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_tasks, eval_every, eval_subset,
-        eval_resample, eval_precision, dense_after_switch, epochs, iterations, batch_size, lr, model, ordering, ordering_params,
-        orderings, device, data_root, config_path, name, out, jobs, force, plots, quiet):
+        eval_resample, eval_precision, dense_after_switch, epochs, iterations, batch_size, lr, model, ordering,
+        ordering_params, orderings, device, data_root, config_path, name, out, jobs, force, plots, quiet):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.

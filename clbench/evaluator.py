@@ -24,7 +24,6 @@ import torch
 
 from scenarios.data import Scenario
 
-
 PRECISIONS = ("fp32", "bf16")
 
 

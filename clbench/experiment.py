@@ -8,6 +8,7 @@ redoes the rest; ``force`` reruns everything.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -23,45 +24,29 @@ import tomllib
 import scenarios
 from clbench import io
 from clbench.catalog import coerce_params, strategy_entry
-from clbench.runner import RunConfig, is_complete, run
+from clbench.runner import RunConfig, RunSettings, is_complete, run
 from scenarios.errors import InputError
 from scenarios.registry import scenario_spec
 
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
-RUN_SETTINGS = ("model", "optimizer", "lr", "momentum", "batch_size", "epochs", "iterations", "eval_every",
-                "eval_subset", "eval_resample", "eval_precision", "dense_after_switch", "ordering", "ordering_params", "orderings",
-                "device_type", "params", "scenario_options")
+RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings) if f.name not in ("device", "data_root")) + (
+    "device_type", "params", "orderings")
 
 
 @dataclass
-class Experiment:
+class Experiment(RunSettings):
+    """Scenarios x strategies x seeds (x orderings), all run with the same ``RunSettings``."""
+
     name: str = "default"
     scenarios: list[str] = field(default_factory=lambda: ["split-digits"])
     strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     #: per strategy: {"er": {"mem_size": 500}}; the key "*" applies to every strategy that has the parameter
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scenario_options: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    batch_size: int | None = None
-    epochs: float | None = None
-    iterations: int | None = None
-    eval_every: int | None = 1
-    eval_subset: int | str = 1000
-    eval_resample: bool = False
-    eval_precision: str = "fp32"
-    dense_after_switch: int = 0
-    ordering: str = "sequential"
-    ordering_params: dict[str, Any] = field(default_factory=dict)
     #: run every (scenario, strategy, seed) over this many seeded orderings (class order + stream);
     #: with more than one, the class order defaults to "seed"
     orderings: int = 1
-    device: str = "cpu"
-    data_root: str | None = None
 
     def validate(self) -> Experiment:
         if not self.scenarios or not self.strategies or not self.seeds:
@@ -106,16 +91,13 @@ class Experiment:
 
     def run_configs(self) -> list[RunConfig]:
         order_seeds = [None] if self.orderings == 1 else list(range(self.orderings))
-        return [RunConfig(scenario=sc, strategy=st, seed=seed, params=self.strategy_params(st),
-                          scenario_options=self.scenario_options_for_runs(), model=self.model, optimizer=self.optimizer,
-                          lr=self.lr, momentum=self.momentum, batch_size=self.batch_size, epochs=self.epochs,
-                          iterations=self.iterations, eval_every=self.eval_every, eval_subset=self.eval_subset,
-                          eval_resample=self.eval_resample, eval_precision=self.eval_precision, dense_after_switch=self.dense_after_switch,
-                          ordering=self.ordering, ordering_params=dict(self.ordering_params), device=self.device,
-                          data_root=self.data_root, ordering_seed=o)
+        shared = {**self.settings(), "scenario_options": self.scenario_options_for_runs()}
+        return [RunConfig(**copy.deepcopy(shared), scenario=sc, strategy=st, seed=seed,
+                          params=self.strategy_params(st), ordering_seed=o)
                 for sc in self.scenarios for st in self.strategies for o in order_seeds for seed in self.seeds]
 
-    def settings(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
+        """What must match for two invocations to share one experiment folder."""
         d = dataclasses.asdict(self)
         d["device_type"] = self.device.split(":")[0]
         return {k: d[k] for k in RUN_SETTINGS}
@@ -229,8 +211,8 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
         except (tomllib.TOMLDecodeError, TypeError):
             raise InputError(f"{root} holds an unreadable experiment.toml; "
                              "choose another --out or use --force") from None
-        if old.settings() != exp.settings():
-            diff = [k for k in RUN_SETTINGS if old.settings()[k] != exp.settings()[k]]
+        if old.identity() != exp.identity():
+            diff = [k for k in RUN_SETTINGS if old.identity()[k] != exp.identity()[k]]
             raise InputError(f"{root} holds a different experiment (it differs in {', '.join(diff)}); "
                              "choose another --out or --name, or use --force to overwrite")
         merged = dataclasses.replace(exp, scenarios=_union(old.scenarios, exp.scenarios),

@@ -28,13 +28,10 @@ RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.js
 
 
 @dataclass
-class RunConfig:
-    """Everything that determines a run's numbers. ``None`` means "the scenario's default"."""
+class RunSettings:
+    """How runs train and evaluate, shared by every run of an experiment. ``None`` means "the
+    scenario's default"."""
 
-    scenario: str = "split-digits"
-    strategy: str = "finetune"
-    seed: int = 0
-    params: dict[str, Any] = field(default_factory=dict)
     scenario_options: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -51,10 +48,23 @@ class RunConfig:
     dense_after_switch: int = 0
     ordering: str = "sequential"
     ordering_params: dict[str, Any] = field(default_factory=dict)
-    #: seed of the scenario (class order, permutations) and the stream; None: the run's seed
-    ordering_seed: int | None = None
     device: str = "cpu"
     data_root: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)}
+
+
+@dataclass
+class RunConfig(RunSettings):
+    """Everything that determines a run's numbers: the shared settings plus what makes this run."""
+
+    scenario: str = "split-digits"
+    strategy: str = "finetune"
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    #: seed of the scenario (class order, permutations) and the stream; None: the run's seed
+    ordering_seed: int | None = None
 
     def resolved(self, scenario: scenarios.Scenario) -> RunConfig:
         """The config with the scenario's training defaults filled in."""
