@@ -76,16 +76,20 @@ class Strategy:
             mask[t, cl] = True
         self._mask = mask
 
-    def mask_logits(self, logits: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
-        """Task-IL: outputs outside each sample's task become -inf. Other settings: unchanged."""
+    def mask_logits(self, logits: torch.Tensor, task_ids: torch.Tensor | None, fill: float = float("-inf")
+                    ) -> torch.Tensor:
+        """Task-IL: outputs outside each sample's task become ``fill`` (-inf; a finite value where
+        gradients must stay finite). Other settings: unchanged."""
         if self.setting != "task-il":
             return logits
         if task_ids is None:
             raise InputError("task-il prediction needs the task id of every sample")
-        mask = self._mask.to(logits.device)[task_ids.to(logits.device)]
+        if self._mask.device != logits.device:  # moved once, not every step
+            self._mask = self._mask.to(logits.device)
+        mask = self._mask[task_ids.to(logits.device)]
         if mask.shape[1] < logits.shape[1]:
             mask = F.pad(mask, (0, logits.shape[1] - mask.shape[1]))
-        return logits.masked_fill(~mask[:, :logits.shape[1]], float("-inf"))
+        return logits.masked_fill(~mask[:, :logits.shape[1]], fill)
 
     def logits(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.mask_logits(self.model(x), task_ids)

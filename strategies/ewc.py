@@ -126,10 +126,8 @@ class EWC(Strategy):
         return [(y, torch.ones_like(probs[:, 0]))]
 
     def _masked_log_probs(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.setting == "task-il":  # finite mask: -inf would give NaN gradients
-            mask = self._mask.to(logits.device)[t][:, :logits.shape[1]]
-            logits = torch.where(mask, logits, torch.full_like(logits, -1e9))
-        return F.log_softmax(logits, 1)
+        # a finite mask: -inf outputs would give NaN gradients through the normaliser
+        return F.log_softmax(self.mask_logits(logits, t, fill=-1e9), 1)
 
     def _fisher_linear(self, linears: list[nn.Linear], x, y, t):
         """Exact per-sample squared gradients of Linear layers without materialising them: the

@@ -31,6 +31,8 @@ def clbench(*args, cwd=None):
     (["run", "--device", "cuda:7"], "CUDA is not available"),
     (["run", "--scenario", "split-digits", "--n-tasks", "3"], "cannot split 10 classes into 3"),
     (["report", "/nonexistent/folder"], "is not a folder"),
+    (["run", "--scenario", "split-mnist", "--data-root", "/nonexistent"], "MNIST is not here: put the four IDX files"),
+    (["run", "--ordering", "fuzzy", "--ordering-param", "widht=3"], "has no parameter widht"),
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
     r = clbench(*args, "--out", str(tmp_path / "x")) if args[0] == "run" else clbench(*args)

@@ -189,3 +189,16 @@ def test_fast_linear_fisher_equals_per_sample_gradients(variant, setting):
     assert fast.keys() == slow.keys()
     for k in fast:
         torch.testing.assert_close(fast[k], slow[k], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("setting", ["class-il", "task-il", "domain-il"])
+def test_every_strategy_runs_in_every_setting(setting):
+    from strategies.registry import REGISTRY
+
+    for name in REGISTRY:
+        res = run(RunConfig(scenario="split-digits", strategy=name, seed=0, iterations=4, batch_size=16,
+                            eval_every=2, scenario_options={"setting": setting}))
+        assert res.summary["diverged_at"] is None, name
+        assert 0 <= res.summary["acc"] <= 1, name
+        chance = 1 / (10 if setting == "class-il" else 2)
+        assert res.log.accuracy.max() > chance, name  # something was learned somewhere

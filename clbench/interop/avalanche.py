@@ -241,8 +241,11 @@ def train_avalanche(config, scenario: Scenario, device, progress=None):
     strategy = make_strategy(name, model, optimizer, batch_size=config.batch_size, epochs=int(config.epochs),
                              device=device, plugins=[plugin], params=config.params)
     bm = to_avalanche(scenario)
-    for exp in bm.train_stream:
-        strategy.train(exp, num_workers=0)
+    # Avalanche 0.6 resets the warning filters inside its own deprecated calls, so its
+    # DeprecationWarnings are recorded here (and dropped) rather than filtered
+    with warnings.catch_warnings(record=True):
+        for exp in bm.train_stream:
+            strategy.train(exp, num_workers=0)
     losses = torch.stack(plugin.losses).float().cpu().numpy() if plugin.losses else np.zeros(0)
     return Trained(plugin.evaluator, losses, np.array(plugin.tasks), np.array(plugin.iter_seconds),
                    plugin.eval_seconds, {"name": config.strategy, "library": "avalanche-lib 0.6.0",
