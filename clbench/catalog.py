@@ -51,6 +51,3 @@ def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
         out[k] = registry.coerce_value(k, v, known[k])
     return out
 
-
-def known_names() -> list[str]:
-    return list(registry.REGISTRY)

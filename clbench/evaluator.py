@@ -84,12 +84,6 @@ class Evaluator:
         parts = [self._draw(self.offsets[t + 1] - self.offsets[t]) + self.offsets[t] for t in range(n_tasks)]
         return torch.cat(parts).to(self.device)
 
-    @property
-    def n_samples(self) -> list[int]:
-        """Samples per task in one evaluation."""
-        return [self.offsets[t + 1] - self.offsets[t] if self.subset is None or not self.resample
-                else min(self.subset, self.offsets[t + 1] - self.offsets[t]) for t in range(self.n_tasks)]
-
     def evaluate(self, strategy, n_tasks: int, iteration: int, trained_task: int) -> Evaluation:
         """Accuracy of ``strategy`` on tasks 0..n_tasks-1; the model's train/eval mode is restored."""
         model = strategy.model

@@ -108,4 +108,6 @@ class GEM(Strategy):
         return {**super().config(), "patterns_per_task": self.patterns_per_task,
                 "memory_strength": self.memory_strength,
                 "qp": "dual, quadprog, P = G G^T + 1e-8 I (raised only if quadprog fails)",
-                "memory": "most recent samples of each task"}
+                "memory": "most recent samples of each task",
+                "memory_bytes": sum(t.element_size() * t.nelement() for m in self.memory.values() for t in m),
+                "projections": self.n_projections}

@@ -147,4 +147,5 @@ class ER(Strategy):
 
     def config(self):
         return {**super().config(), "mem_size": self.buffer.mem_size, "buffer": self.buffer.policy,
-                "replay_batch": self.replay_batch, "weighting": self.weighting, "w_new": self.w_new}
+                "replay_batch": self.replay_batch, "weighting": self.weighting, "w_new": self.w_new,
+                "memory_bytes": self.buffer.nbytes()}
