@@ -51,6 +51,10 @@ class Experiment(RunSettings):
     def validate(self) -> Experiment:
         if not self.scenarios or not self.strategies or not self.seeds:
             raise InputError("an experiment needs at least one scenario, one strategy and one seed")
+        if self.orderings < 1:
+            raise InputError(f"--orderings must be at least 1, not {self.orderings}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise InputError(f"--eval-every must be at least 1, not {self.eval_every}")
         for s in self.scenarios:
             scenario_spec(s)
         for s in self.strategies:
@@ -73,10 +77,6 @@ class Experiment(RunSettings):
                                 iterations=self.iterations).resolved(sc)
                 make_stream(sc, self.ordering, seed=0, batch_size=cfg.batch_size, epochs=cfg.epochs,
                             iterations=cfg.iterations, **self.ordering_params)
-        if self.orderings < 1:
-            raise InputError(f"--orderings must be at least 1, not {self.orderings}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise InputError(f"--eval-every must be at least 1, not {self.eval_every}")
         return self
 
     def strategy_params(self, strategy: str) -> dict[str, Any]:
