@@ -148,7 +148,8 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
 @click.argument("dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(), help="where to write the merged leaderboard [the first DIR]")
 def report(dirs, out):
-    """Rebuild the leaderboard from the run folders of one or more experiments (merging them)."""
+    """Rebuild the leaderboard from the run folders of one or more experiments (merging them),
+    recomputing every metric from the runs' curves.csv."""
     from clbench.leaderboard import people_table, to_text, write_leaderboard
 
     roots = [Path(d) for d in dirs]
@@ -156,7 +157,7 @@ def report(dirs, out):
         if not r.is_dir():
             raise InputError(f"{r} is not a folder")
     target = Path(out) if out else roots[0]
-    lb = write_leaderboard(roots, target)
+    lb = write_leaderboard(roots, target, recompute=True)
     if lb.empty:
         raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
     click.echo(to_text(people_table(lb)))

@@ -9,18 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clbench import io
+from clbench import io, metrics
 from clbench.runner import is_complete
 
 METRICS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
-           "gap_iters_to_recover", "wall_seconds", "train_iters_per_second"]
+           "gap_iters_to_recover", "gap_unrecovered", "wall_seconds", "train_iters_per_second"]
 #: metrics whose spread across orderings the leaderboard reports (``--orderings K``)
 SPREAD_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth"]
 #: shown as percentages for people (fractions in the CSV)
-ACCURACY_LIKE = {"acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth"}
+ACCURACY_LIKE = {"acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
+                 "gap_unrecovered"}
 LABELS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
           "wf10": "WF10", "wf100": "WF100", "aaa": "AAA", "gap_depth": "gap depth",
-          "gap_iters_to_recover": "iters to recover", "wall_seconds": "s/run", "train_iters_per_second": "it/s"}
+          "gap_iters_to_recover": "iters to recover", "gap_unrecovered": "% unrecovered", "wall_seconds": "s/run",
+          "train_iters_per_second": "it/s"}
 
 
 def run_folders(roots: list[Path]) -> list[Path]:
@@ -33,11 +35,14 @@ def run_folders(roots: list[Path]) -> list[Path]:
     return found
 
 
-def collect(roots: list[Path]) -> pd.DataFrame:
-    """One row per run: its summary.json flattened (parameters as canonical JSON)."""
+def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
+    """One row per run: its summary.json flattened (parameters as canonical JSON). With
+    ``recompute`` the metrics are computed again from curves.csv (the current definitions)."""
     rows = []
     for d in run_folders(roots):
         s = io.read_json(d / "summary.json")
+        if recompute:
+            s.update(metrics.summarize(pd.read_csv(d / "curves.csv")))
         s["params"] = json.dumps(s.get("params") or {}, sort_keys=True)
         s["run_dir"] = str(d)
         rows.append(s)
@@ -104,7 +109,7 @@ def _cell(mean: float, std: float, metric: str) -> str:
 def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """The leaderboard for people: accuracies in percent, mean ± std."""
     metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_iters_to_recover",
-                          "wall_seconds"]
+                          "gap_unrecovered", "wall_seconds"]
     t = lb[["scenario", "strategy", "n_seeds"]].copy()
     for m in metrics:
         t[LABELS[m]] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], lb[f"{m}_std"])]
@@ -129,9 +134,9 @@ def to_text(table: pd.DataFrame) -> str:
     return table.to_string(index=False)
 
 
-def write_leaderboard(roots: list[Path], out: Path) -> pd.DataFrame:
+def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False) -> pd.DataFrame:
     """Rebuild leaderboard.csv and leaderboard.md in ``out`` from the runs below ``roots``."""
-    lb = leaderboard(collect(roots))
+    lb = leaderboard(collect(roots, recompute))
     if lb.empty:
         return lb
     io.write_csv(out / "leaderboard.csv", lb)
