@@ -195,9 +195,13 @@ def list_(what):
     elif what == "strategies":
         from strategies.registry import REGISTRY
 
+        from clbench.interop.avalanche import STRATEGIES as AVALANCHE
+
         for name, entry in REGISTRY.items():
             params = ", ".join(f"{k}={v}" for k, v in entry.params().items() if k not in entry.fixed)
             click.echo(f"{name:<14} {entry.summary}\n{'':<14} {params or '(no parameters)'}")
+        click.echo(f"{'avalanche:NAME':<14} an Avalanche 0.6 strategy in its own loop, evaluated by clbench: "
+                   f"{', '.join(AVALANCHE)}\n{'':<14} (its own keyword parameters, e.g. --param ewc_lambda=100)")
     elif what == "metrics":
         from clbench.metrics import METRIC_DESCRIPTIONS
 
