@@ -193,9 +193,8 @@ def list_(what):
             click.echo(f"{r['name']:<{w}}  {r['dataset']:<13}  {r['tasks']:>5}  {r['setting']:<9}  "
                        f"{'yes' if r['available'] else 'no'}")
     elif what == "strategies":
-        from strategies.registry import REGISTRY
-
         from clbench.interop.avalanche import STRATEGIES as AVALANCHE
+        from strategies.registry import REGISTRY
 
         for name, entry in REGISTRY.items():
             params = ", ".join(f"{k}={v}" for k, v in entry.params().items() if k not in entry.fixed)
