@@ -1,21 +1,20 @@
 """Plots that show forgetting and the stability gap, readable without the code.
 
 All of them are drawn from the run folders (curves.csv), so ``clbench plot DIR`` redraws them.
+Figures are built with ``matplotlib.figure.Figure`` directly: no pyplot, no global backend
+switch, nothing changed for a caller who uses matplotlib interactively.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from clbench import metrics  # noqa: E402
-from clbench.leaderboard import run_folders  # noqa: E402
+from clbench import metrics
+from clbench.leaderboard import run_folders
 
 
 def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
@@ -69,7 +68,7 @@ def _band(runs_of_strategy: dict[int, pd.DataFrame]):
 
 
 def _mean_accuracy(scenario, runs, out) -> Path:
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = _figure(figsize=(10, 5))
     for strategy, seeds in runs.items():
         x, m, lo, hi = _band(seeds)
         (line,) = ax.plot(x, m, lw=1.2, label=strategy)
@@ -86,7 +85,7 @@ def _per_task(scenario, strategy, seeds, out) -> Path:
     log = seeds[seed]
     steps = log.groupby("eval_step")[["trained_task"]].first()["trained_task"].cummax()
     log = log.join(steps.rename("phase"), on="eval_step")
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = _figure(figsize=(10, 5))
     for task, g in log[log["task"] <= log["phase"]].groupby("task"):
         ax.plot(g["iteration"], g["accuracy"], lw=1, label=f"task {task}")
     _mark(ax, boundaries(log))
@@ -103,7 +102,7 @@ def _gap_zoom(scenario, runs, out) -> Path:
     task_len = (first["iteration"].max() / max(1, len(bounds) + 1))
     window = max(5, int(task_len * 0.25))
     n = max(1, len(bounds))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), sharey=True, squeeze=False)
+    fig, axes = _figure(1, n, figsize=(3.2 * n, 3.6), sharey=True, squeeze=False)
     for k, b in enumerate(bounds):
         ax = axes[0, k]
         for strategy, seeds in runs.items():
@@ -124,7 +123,7 @@ def _matrices(scenario, runs, out) -> Path:
     n = len(runs)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = _figure(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
     for ax, (strategy, seeds) in zip(axes.flat, runs.items()):
         R = np.nanmean([metrics.accuracy_matrix(log) for log in seeds.values()], axis=0)
         ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
@@ -145,7 +144,7 @@ def _bars(scenario, runs, out) -> Path:
         for m in vals:
             vals[m].append(np.nanmean([x[m] for x in s]))
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
+    fig, ax = _figure(figsize=(max(6, 1.1 * len(names)), 4))
     for k, (m, label) in enumerate((("acc", "ACC (final)"), ("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"))):
         ax.bar(x + (k - 1) * 0.27, 100 * np.array(vals[m]), 0.27, label=label)
     ax.set_xticks(x, names, rotation=20)
@@ -154,10 +153,15 @@ def _bars(scenario, runs, out) -> Path:
     return _save(fig, out / f"{scenario}_bars.png")
 
 
+def _figure(*grid, figsize, **kw):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
+
 def _save(fig, path: Path) -> Path:
+    """Write to a temporary name, then rename: a plot is complete or absent."""
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)
     return path
