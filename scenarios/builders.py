@@ -10,13 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from scenarios.data import SETTINGS, Scenario, Task, TensorData
+from scenarios.data import SETTINGS, Scenario, Task, TensorData, seeded_generator
 from scenarios.errors import InputError
-
-
-def _generator(seed: int, stream: int) -> torch.Generator:
-    """One independent generator per use (``stream``), so adding a random choice elsewhere moves nothing here."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + stream)
 
 
 def resolve_class_order(class_order, n_classes: int, seed: int) -> list[int]:
@@ -25,7 +20,7 @@ def resolve_class_order(class_order, n_classes: int, seed: int) -> list[int]:
     if class_order in (None, "fixed"):
         return list(range(n_classes))
     if class_order == "seed":
-        return torch.randperm(n_classes, generator=_generator(seed, 1)).tolist()
+        return torch.randperm(n_classes, generator=seeded_generator(seed, "class-order")).tolist()
     if isinstance(class_order, str):
         raise InputError(f"class_order must be 'fixed', 'seed' or a list of classes, not {class_order!r}")
     order = [int(c) for c in class_order]
@@ -43,7 +38,7 @@ def _task_order(n_tasks: int, task_order, seed: int) -> list[int]:
     if task_order in (None, "fixed"):
         return list(range(n_tasks))
     if task_order == "seed":
-        return torch.randperm(n_tasks, generator=_generator(seed, 2)).tolist()
+        return torch.randperm(n_tasks, generator=seeded_generator(seed, "task-order")).tolist()
     order = [int(t) for t in task_order]
     if sorted(order) != list(range(n_tasks)):
         raise InputError(f"task_order must list each of the {n_tasks} tasks exactly once, got {order}")
@@ -93,7 +88,7 @@ def _select(data: TensorData, classes: list[int], setting: str) -> TensorData:
 
 def pixel_permutations(n_pixels: int, n_tasks: int, seed: int, first_task_identity: bool = False) -> torch.Tensor:
     """``[n_tasks, n_pixels]`` permutations; row 0 is the identity when ``first_task_identity``."""
-    g = _generator(seed, 3)
+    g = seeded_generator(seed, "pixel-permutations")
     perms = torch.stack([torch.randperm(n_pixels, generator=g) for _ in range(n_tasks)])
     if first_task_identity:
         perms[0] = torch.arange(n_pixels)

@@ -23,9 +23,9 @@ import math
 
 import torch
 
-from scenarios.data import Scenario, TensorData
+from scenarios.data import Scenario, TensorData, seeded_generator
 from scenarios.errors import InputError
-from scenarios.stream import Cursor, Segment, Stream, _gen, iterations_per_task, make_pool, sequential
+from scenarios.stream import Cursor, Segment, Stream, iterations_per_task, make_pool, sequential
 
 
 def _plan_sizes(scenario: Scenario, batch_size: int, epochs, iterations, views: int) -> list[int]:
@@ -48,9 +48,8 @@ def fuzzy(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | Non
     if width < 0:
         raise InputError(f"fuzzy width must be >= 0 iterations, not {width}")
     sizes = _plan_sizes(scenario, batch_size, epochs, iterations, views)
-    pool, pool_task = make_pool(scenario)
-    offsets = [0, *torch.tensor([len(t.train) for t in scenario.tasks]).cumsum(0).tolist()]
-    cursors = [Cursor(len(t.train), _gen(seed, t.id), views) for t in scenario.tasks]
+    pool, pool_task, offsets = make_pool(scenario)
+    cursors = [Cursor(len(t.train), seeded_generator(seed, "task", t.id), views) for t in scenario.tasks]
     bounds = torch.tensor(sizes).cumsum(0).tolist()
     halves = [min(width // 2, sizes[t] // 2, sizes[t + 1] // 2) for t in range(len(sizes) - 1)]
     batches, tasks, segments = [], [], []
@@ -100,7 +99,7 @@ def blurry(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | No
                          "use class-il or domain-il")
     if len(scenario.tasks) < 2:
         raise InputError("a blurry stream needs at least two tasks")
-    g = _gen(seed, 101)
+    g = seeded_generator(seed, "blurry")
     kept, given = [], []
     for t in scenario.tasks:
         perm = torch.randperm(len(t.train), generator=g)
@@ -179,9 +178,8 @@ def recurring(scenario: Scenario, *, batch_size: int, seed: int, epochs: float |
     if budget < 0 or exponent < 0 or rate < 0:
         raise InputError("recurring budget, exponent and rate must be >= 0")
     sizes = _plan_sizes(scenario, batch_size, epochs, iterations, views)
-    pool, pool_task = make_pool(scenario)
-    offsets = [0, *torch.tensor([len(t.train) for t in scenario.tasks]).cumsum(0).tolist()]
-    cursors = [Cursor(len(t.train), _gen(seed, t.id), views) for t in scenario.tasks]
+    pool, pool_task, offsets = make_pool(scenario)
+    cursors = [Cursor(len(t.train), seeded_generator(seed, "task", t.id), views) for t in scenario.tasks]
     batches, tasks, segments, plan = [], [], [], []
 
     def add(task: int, n: int) -> None:

@@ -39,7 +39,7 @@ _PERM_OPTS = ("n_tasks", "setting", "task_order", "first_task_identity")
 
 SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in [
     ScenarioSpec("split-digits", "digits", "split", "class-il", {"n_tasks": 5},
-                 {**_MLP_SMALL, "batch_size": 32, "epochs": 5, "lr": 0.05},
+                 {**_MLP_SMALL, "batch_size": 32, "epochs": 10, "lr": 0.05},
                  "offline default: scikit-learn digits, 5 tasks of 2 classes", _SPLIT_OPTS),
     ScenarioSpec("split-mnist", "mnist", "split", "class-il", {"n_tasks": 5},
                  {**_MLP_SMALL, "batch_size": 256, "epochs": 1, "lr": 0.01},

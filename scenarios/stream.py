@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from scenarios.data import Scenario, Task, TensorData
+from scenarios.data import Scenario, Task, TensorData, seeded_generator
 from scenarios.errors import InputError
 
 
@@ -41,23 +41,15 @@ class Stream:
     def __len__(self) -> int:
         return len(self.batches)
 
-    @property
-    def task_offsets(self) -> list[int]:
-        """Where each task's samples start in ``pool`` (plus the total at the end)."""
-        counts = torch.bincount(self.pool_task, minlength=int(self.pool_task.max()) + 1).tolist()
-        return [0, *torch.tensor(counts).cumsum(0).tolist()]
 
-
-def _gen(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * stream + 11)
-
-
-def make_pool(scenario: Scenario) -> tuple[TensorData, torch.Tensor]:
-    """All tasks' training data in one ``TensorData`` and the task of each sample."""
+def make_pool(scenario: Scenario) -> tuple[TensorData, torch.Tensor, list[int]]:
+    """All tasks' training data in one ``TensorData``, the task of each sample, and where each
+    task's samples start (plus the total at the end)."""
     tr = [t.train for t in scenario.tasks]
     pool = TensorData(torch.cat([d.x for d in tr]), torch.cat([d.y for d in tr]), tr[0].mean, tr[0].std)
     pool_task = torch.cat([torch.full((len(d),), i, dtype=torch.long) for i, d in enumerate(tr)])
-    return pool, pool_task
+    offsets = [0, *torch.tensor([len(d) for d in tr]).cumsum(0).tolist()]
+    return pool, pool_task, offsets
 
 
 def epoch_batches(n: int, batch_size: int, n_iterations: int, g: torch.Generator, views: int = 1) -> list[torch.Tensor]:
@@ -74,16 +66,13 @@ def epoch_batches(n: int, batch_size: int, n_iterations: int, g: torch.Generator
         raise InputError(f"views must be at least 1, not {views}")
     if batch_size % views:
         raise InputError(f"batch size {batch_size} is not divisible by views={views}")
+    if views > 1:
+        cursor = Cursor(n, g, views)
+        return [cursor.take(batch_size) for _ in range(n_iterations)]
     out: list[torch.Tensor] = []
-    if views == 1:
-        while len(out) < n_iterations:
-            out += list(torch.randperm(n, generator=g).split(batch_size))
-        return out[:n_iterations]
-    cycles: list[torch.Tensor] = []
-    needed = n_iterations * batch_size
-    while sum(len(c) for c in cycles) < needed:
-        cycles.append(torch.randperm(n, generator=g).repeat_interleave(views))
-    return list(torch.cat(cycles)[:needed].split(batch_size))
+    while len(out) < n_iterations:
+        out += list(torch.randperm(n, generator=g).split(batch_size))
+    return out[:n_iterations]
 
 
 class Cursor:
@@ -127,12 +116,11 @@ def sequential(scenario: Scenario, *, batch_size: int, seed: int, epochs: float 
     """Tasks one after another with sharp boundaries: the default ordering."""
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    pool, pool_task = make_pool(scenario)
-    offsets = [0, *torch.tensor([len(t.train) for t in scenario.tasks]).cumsum(0).tolist()]
+    pool, pool_task, offsets = make_pool(scenario)
     batches, tasks, segments = [], [], []
     for t, task in enumerate(scenario.tasks):
         n_it = iterations_per_task(len(task.train), batch_size, epochs, iterations)
-        g = _gen(seed, t)
+        g = seeded_generator(seed, "task", t)
         bs = [b + offsets[t] for b in epoch_batches(len(task.train), batch_size, n_it, g, views)]
         segments.append(Segment(t, len(batches), len(batches) + len(bs)))
         batches += bs
