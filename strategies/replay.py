@@ -109,15 +109,22 @@ class ER(Strategy):
     Loss weighting ``concat`` (one mean over both batches, as Avalanche's Replay), ``weighted``
     (``w_new`` CE(new) + (1 - w_new) CE(replay), as De Lange et al., ICLR 2023) or ``1/k`` (weight
     1/k on the current task with k tasks seen, as van de Ven et al. 2022). The replay batch is
-    drawn before the new batch enters the memory. Chaudhry et al., "On tiny episodic memories in
+    drawn before the new batch enters the memory. ``update="online"`` (default) fills the memory
+    from the stream as it comes, so it also holds the current task; ``"task_end"`` adds a random
+    sample of each task's training data when the task ends, so the memory holds only past tasks
+    (as Avalanche's Replay does). Chaudhry et al., "On tiny episodic memories in
     continual learning" (2019); Rolnick et al., "Experience replay for continual learning" (2019).
     """
 
     name = "er"
 
     def __init__(self, model, optimizer=None, *, mem_size: int = 200, buffer: str = "reservoir",
-                 replay_batch: int | None = None, weighting: str = "concat", w_new: float = 0.5, **common):
+                 replay_batch: int | None = None, weighting: str = "concat", w_new: float = 0.5,
+                 update: str = "online", **common):
         super().__init__(model, optimizer, **common)
+        if update not in ("online", "task_end"):
+            raise InputError(f"ER update must be 'online' or 'task_end', not {update!r}")
+        self.update = update
         if weighting not in ("concat", "weighted", "1/k"):
             raise InputError(f"weighting must be 'concat', 'weighted' or '1/k', not {weighting!r}")
         if not 0.0 <= w_new <= 1.0:
@@ -142,10 +149,18 @@ class ER(Strategy):
                 loss = w * F.cross_entropy(logits[:n], y) + (1 - w) * F.cross_entropy(logits[n:], yr)
             if self.extra_loss is not None:
                 loss = loss + self.extra_loss(logits[:n])
-        self.buffer.add(x, y, task_ids)
+        if self.update == "online":
+            self.buffer.add(x, y, task_ids)
         return loss
+
+    def after_task(self, task) -> None:
+        if self.update == "task_end":
+            order = torch.randperm(len(task.train), generator=self.generator)
+            x, y = task.train.batch(order, self.device)
+            self.buffer.add(x, y, torch.full_like(y, task.id))
 
     def config(self):
         return {**super().config(), "mem_size": self.buffer.mem_size, "buffer": self.buffer.policy,
                 "replay_batch": self.replay_batch, "weighting": self.weighting, "w_new": self.w_new,
+                "update": self.update,
                 "memory_bytes": self.buffer.nbytes()}

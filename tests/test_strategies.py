@@ -202,3 +202,19 @@ def test_every_strategy_runs_in_every_setting(setting):
         assert 0 <= res.summary["acc"] <= 1, name
         chance = 1 / (10 if setting == "class-il" else 2)
         assert res.log.accuracy.max() > chance, name  # something was learned somewhere
+
+
+def test_er_task_end_update_keeps_only_past_tasks_in_memory():
+    from scenarios import build
+
+    sc = build("split-digits", seed=0)
+    er = create("er", nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), mem_size=40, buffer="class-balanced",
+                update="task_end")
+    for task in sc.tasks[:2]:
+        er.before_task(task)
+        x, y = task.train.batch(torch.arange(32))
+        er.observe(x, y, torch.full_like(y, task.id))
+        if task.id == 0:
+            assert len(er.buffer) == 0  # nothing stored while task 0 is trained
+        er.after_task(task)
+    assert torch.bincount(er.buffer.tensors()[1]).tolist() == [10, 10, 10, 10]  # 4 classes seen, 40 slots
