@@ -124,7 +124,6 @@ def build_model_and_optimizer(config: RunConfig, scenario: scenarios.Scenario, d
 
 def build_strategy(config: RunConfig, scenario: scenarios.Scenario, device: torch.device):
     """Model, optimiser and strategy exactly as the run uses them."""
-    torch.manual_seed(config.seed)
     model = optimizer = None
     if strategy_entry(config.strategy).uses_model:
         model, optimizer = build_model_and_optimizer(config, scenario, device)
