@@ -29,6 +29,13 @@ class AvalancheEntry:
 
         return strategy_params(self.name[len(AVALANCHE_PREFIX):])
 
+    def memory_params(self, budget: int, n_tasks: int) -> dict[str, Any]:
+        """Avalanche's memory strategies get the experiment's budget too (Replay, ER_ACE, DER and
+        GDumb hold N in all; GEM and AGEM N // T per experience)."""
+        from clbench.interop.avalanche import memory_params
+
+        return memory_params(self.name[len(AVALANCHE_PREFIX):], budget, n_tasks)
+
 
 def strategy_entry(name: str):
     if is_avalanche(name):

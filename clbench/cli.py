@@ -40,6 +40,14 @@ def cli() -> None:
 @click.option("--batch-size", type=int, help="training batch size")
 @click.option("--lr", type=float, help="learning rate")
 @click.option("--model", help="network: mlp, cnn, resnet18-slim")
+@click.option("--memory", type=int, help="memory budget in samples for every memory-using strategy "
+              "(ER/vb-er hold N, GEM N // tasks per task) [the scenario's default]")
+@click.option("--augment", type=click.Choice(["none", "weak", "standard"]),
+              help="training augmentation of every strategy [the scenario's default]")
+@click.option("--val-fraction", type=float, help="share of each class's training data held out for validation "
+              "[0.1]; 0 turns it off")
+@click.option("--eval-on", type=click.Choice(["test", "val"]),
+              help="evaluate on the test sets (report) or the validation split (choose hyperparameters) [test]")
 @click.option("--ordering", help="stream ordering [sequential]")
 @click.option("--ordering-param", "ordering_params", multiple=True, help="ordering parameter name=value")
 @click.option("--orderings", type=int, help="repeat over K seeded orderings (class order + stream); "
@@ -54,7 +62,8 @@ def cli() -> None:
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_tasks, eval_every, eval_subset,
-        eval_resample, eval_precision, dense_after_switch, epochs, iterations, batch_size, lr, model, ordering,
+        eval_resample, eval_precision, dense_after_switch, epochs, iterations, batch_size, lr, model, memory, augment,
+        val_fraction, eval_on, ordering,
         ordering_params, orderings, device, data_root, config_path, name, out, jobs, force, plots, quiet):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
 
@@ -114,7 +123,8 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
     for key, value in dict(eval_every=eval_every, eval_subset=eval_subset, eval_resample=eval_resample,
                            eval_precision=eval_precision,
                            dense_after_switch=dense_after_switch, epochs=epochs, iterations=iterations,
-                           batch_size=batch_size, lr=lr, model=model, ordering=ordering, orderings=orderings,
+                           batch_size=batch_size, lr=lr, model=model, memory=memory, augment=augment,
+                           val_fraction=val_fraction, eval_on=eval_on, ordering=ordering, orderings=orderings,
                            device=device,
                            data_root=data_root, name=name).items():
         if value is not None:

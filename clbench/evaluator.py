@@ -49,7 +49,8 @@ class Evaluation:
 
 class Evaluator:
     def __init__(self, scenario: Scenario, *, subset: int | None = 1000, resample: bool = False, seed: int = 0,
-                 device: str | torch.device = "cpu", chunk_size: int = 8192, precision: str = "fp32"):
+                 device: str | torch.device = "cpu", chunk_size: int = 8192, precision: str = "fp32",
+                 split: str = "test"):
         if precision not in PRECISIONS:
             raise ValueError(f"eval precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.precision = precision
@@ -59,7 +60,9 @@ class Evaluator:
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.generator = torch.Generator().manual_seed(int(seed) * 7 + 3)
-        tests = [t.test for t in scenario.tasks]
+        #: "test" (reported results) or "val" (held-out training samples: for choosing hyperparameters)
+        self.split = split
+        tests = [t.split(split) for t in scenario.tasks]
         full = [torch.arange(len(d)) for d in tests]
         # The pool holds every test sample when resampling, the fixed subsets otherwise.
         chosen = full if resample else [self._draw(len(d)) for d in tests]

@@ -24,7 +24,7 @@ import tomllib
 import scenarios
 from clbench import io
 from clbench.catalog import coerce_params, strategy_entry
-from clbench.runner import RunConfig, RunSettings, is_complete, run
+from clbench.runner import RunConfig, RunSettings, budgeted_params, is_complete, run
 from scenarios.errors import InputError
 from scenarios.registry import scenario_spec
 
@@ -55,6 +55,18 @@ class Experiment(RunSettings):
             raise InputError(f"--orderings must be at least 1, not {self.orderings}")
         if self.eval_every is not None and self.eval_every < 1:
             raise InputError(f"--eval-every must be at least 1, not {self.eval_every}")
+        if self.memory is not None and self.memory < 0:
+            raise InputError(f"--memory must be a number of samples >= 0, not {self.memory}")
+        if self.augment is not None:
+            from strategies.augment import check_family
+
+            check_family(self.augment)
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise InputError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+        if self.eval_on not in ("test", "val"):
+            raise InputError(f"--eval-on must be test or val, not {self.eval_on!r}")
+        if self.eval_on == "val" and float(self.val_fraction) == 0.0:
+            raise InputError("--eval-on val needs a validation split: --val-fraction must be > 0")
         for s in self.scenarios:
             scenario_spec(s)
         for s in self.strategies:
@@ -69,7 +81,11 @@ class Experiment(RunSettings):
         for s in self.strategies:  # bad values fail now, not after hours of other runs
             coerce_params(s, self.strategy_params(s))
         for s in self.scenarios:  # so do missing data and bad scenario options (data loads are cached)
-            sc = scenarios.build(s, seed=self.seeds[0], root=self.data_root, **self.scenario_options_for_runs())
+            sc = scenarios.build(s, seed=self.seeds[0], root=self.data_root, val_fraction=self.val_fraction,
+                                 **self.scenario_options_for_runs())
+            for st in self.strategies:  # and a budget a strategy cannot spend (GEM: fewer samples than tasks)
+                cfg = RunConfig(scenario=s, strategy=st, memory=self.memory, params=self.strategy_params(st))
+                budgeted_params(cfg.resolved(sc), len(sc.tasks))
             if self.ordering != "sequential" or self.ordering_params:  # the ordering's parameters too
                 from scenarios.orderings import make_stream
 

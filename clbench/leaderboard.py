@@ -13,7 +13,10 @@ from clbench import io, metrics
 from clbench.runner import is_complete
 
 METRICS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
-           "gap_iters_to_recover", "gap_unrecovered", "wall_seconds", "train_iters_per_second"]
+           "gap_iters_to_recover", "gap_unrecovered", "wall_seconds", "train_iters_per_second",
+           "train_flops", "memory_samples", "memory_bytes", "trainable_params", "memory_capacity", "iterations"]
+#: cost columns (Harun et al. 2023): shown beside accuracy, mean over seeds
+COST = ["train_flops", "memory_samples", "memory_bytes", "trainable_params", "wall_seconds"]
 #: metrics whose spread across orderings the leaderboard reports (``--orderings K``)
 SPREAD_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth"]
 #: shown as percentages for people (fractions in the CSV)
@@ -22,7 +25,9 @@ ACCURACY_LIKE = {"acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10",
 LABELS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
           "wf10": "WF10", "wf100": "WF100", "aaa": "AAA", "gap_depth": "gap depth",
           "gap_iters_to_recover": "iters to recover", "gap_unrecovered": "% unrecovered", "wall_seconds": "s/run",
-          "train_iters_per_second": "it/s"}
+          "train_iters_per_second": "it/s", "train_flops": "train GFLOP", "memory_samples": "memory (samples)",
+          "memory_bytes": "memory (MB)", "trainable_params": "params", "memory_capacity": "memory budget",
+          "iterations": "updates"}
 
 
 def run_folders(roots: list[Path]) -> list[Path]:
@@ -64,6 +69,12 @@ def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
         row["n_seeds"] = int(g["seed"].nunique())
         row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
         row["n_diverged"] = int(g["diverged_at"].notna().sum()) if "diverged_at" in g else 0
+        row["label"] = str(g["label"].iloc[0]) if "label" in g and g["label"].notna().any() else key[2]
+        row["uses_memory"] = bool(g["uses_memory"].fillna(False).astype(bool).any()) if "uses_memory" in g else False
+        row["memory_budget"] = g["memory_budget"].dropna().iloc[0] if "memory_budget" in g and \
+            g["memory_budget"].notna().any() else None
+        row["budget_overridden"] = ",".join(sorted({k for v in g.get("budget_overridden", []) if isinstance(v, list)
+                                                    for k in v}))
         for m in METRICS:
             v = g[m].to_numpy(dtype=float) if m in g else np.array([np.nan])
             v = v[~np.isnan(v)]
@@ -96,7 +107,21 @@ def _ordering_spread(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str]) -> p
     return lb.merge(changes, on=keys, how="left")
 
 
+def _cost_cell(mean: float, metric: str) -> str:
+    if np.isnan(mean):
+        return "n/a"
+    if metric == "train_flops":
+        return f"{mean / 1e9:.3g}"
+    if metric == "memory_bytes":
+        return f"{mean / 1e6:.3g}"
+    if metric in ("memory_samples", "trainable_params"):
+        return f"{int(round(mean)):,}"
+    return f"{mean:.3g}"
+
+
 def _cell(mean: float, std: float, metric: str) -> str:
+    if metric in COST and metric != "wall_seconds":
+        return _cost_cell(mean, metric)
     if np.isnan(mean):
         return "n/a"
     scale, fmt = (100.0, "{:.1f}") if metric in ACCURACY_LIKE else (1.0, "{:.3g}" if abs(mean) < 1000 else "{:.0f}")
@@ -109,8 +134,10 @@ def _cell(mean: float, std: float, metric: str) -> str:
 def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """The leaderboard for people: accuracies in percent, mean ± std."""
     metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_iters_to_recover",
-                          "gap_unrecovered", "wall_seconds"]
+                          "gap_unrecovered", *COST]
     t = lb[["scenario", "strategy", "n_seeds"]].copy()
+    if "label" in lb:
+        t["strategy"] = lb["label"].fillna(lb["strategy"])
     for m in metrics:
         t[LABELS[m]] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], lb[f"{m}_std"])]
     if "acc_order_std" in lb:
@@ -141,6 +168,41 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False) -> 
         return lb
     io.write_csv(out / "leaderboard.csv", lb)
     note = ("Accuracies in percent, mean ± std over seeds (sample std). ACC/BWT/FORG from the accuracy matrix; "
-            "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023).\n\n")
-    io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + to_markdown(people_table(lb)))
+            "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023). Cost beside "
+            "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted by torch's FlopCounterMode on sampled "
+            "steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, MB), "
+            "trainable parameters, wall seconds per run.\n\n")
+    fairness = fairness_notes(lb)
+    body = to_markdown(people_table(lb))
+    io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + body +
+                         ("\n" + "\n".join(f"- {n}" for n in fairness) + "\n" if fairness else ""))
     return lb
+
+
+def fairness_notes(lb: pd.DataFrame) -> list[str]:
+    """Plain sentences on what makes rows of one table unequal: memory budgets and training updates."""
+    notes = []
+    for scenario, g in lb.groupby("scenario", sort=False):
+        mem = g[g["uses_memory"].astype(bool)] if "uses_memory" in g else g.iloc[:0]
+        caps = {r["label"]: r.get("memory_capacity_mean") for _, r in mem.iterrows()}
+        caps = {k: v for k, v in caps.items() if v is not None and not np.isnan(v)}
+        if len(set(caps.values())) > 1:
+            parts = ", ".join(f"{k} {int(v):,}" for k, v in caps.items())
+            notes.append(f"{scenario}: memory budgets differ between rows (samples: {parts}); their accuracies "
+                         "are not comparable as methods.")
+        elif caps:
+            notes.append(f"{scenario}: every memory strategy has the same budget of {int(next(iter(caps.values()))):,} "
+                         f"samples ({', '.join(caps)}).")
+        for _, r in g.iterrows():
+            if r.get("budget_overridden"):
+                notes.append(f"{scenario}: {r['label']} sets {r['budget_overridden']} itself, off the experiment's "
+                             f"budget of {int(r['memory_budget']):,} samples.")
+            if not r.get("uses_memory") and r.get("memory_samples_mean", 0) and r["memory_samples_mean"] > 0:
+                notes.append(f"{scenario}: {r['label']} keeps {int(r['memory_samples_mean']):,} training samples "
+                             "(all it has seen: a reference point, not a budgeted method).")
+        upd = g["iterations_mean"].dropna() if "iterations_mean" in g else pd.Series(dtype=float)
+        if upd.nunique() > 1:
+            parts = ", ".join(f"{lab} {int(v):,}" for lab, v in zip(g["label"], g["iterations_mean"])
+                              if not np.isnan(v))
+            notes.append(f"{scenario}: rows differ in training updates ({parts}).")
+    return notes

@@ -19,6 +19,7 @@ import torch
 import scenarios
 from clbench import io, metrics
 from clbench.catalog import coerce_params, is_avalanche, strategy_entry
+from clbench.cost import CostMeter, trainable_parameters
 from clbench.evaluator import Evaluator, Schedule, subset_size
 from scenarios.errors import InputError
 from scenarios.orderings import make_stream
@@ -48,6 +49,14 @@ class RunSettings:
     dense_after_switch: int = 0
     ordering: str = "sequential"
     ordering_params: dict[str, Any] = field(default_factory=dict)
+    #: memory budget in samples, the same for every memory-using strategy (None: the scenario's default)
+    memory: int | None = None
+    #: training augmentation family of every strategy: none, weak, standard (None: the scenario's default)
+    augment: str | None = None
+    #: share of every class's training samples held out for validation (never trained on)
+    val_fraction: float = 0.1
+    #: what the continual evaluation measures: "test" or "val" (choose hyperparameters on val only)
+    eval_on: str = "test"
     device: str = "cpu"
     data_root: str | None = None
 
@@ -77,6 +86,8 @@ class RunConfig(RunSettings):
         c.lr = c.lr if c.lr is not None else train.get("lr", 0.01)
         c.momentum = c.momentum if c.momentum is not None else train.get("momentum", 0.9)
         c.batch_size = c.batch_size or train.get("batch_size", 32)
+        c.memory = c.memory if c.memory is not None else train.get("memory")
+        c.augment = c.augment or train.get("augment", "none")
         if c.epochs is None and c.iterations is None:
             c.epochs, c.iterations = train.get("epochs"), train.get("iterations")
         c.params = coerce_params(c.strategy, c.params)
@@ -122,13 +133,26 @@ def build_model_and_optimizer(config: RunConfig, scenario: scenarios.Scenario, d
     return model, _optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
 
 
+def budgeted_params(config: RunConfig, n_tasks: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The strategy's parameters with the experiment's memory budget spent its own way (ER:
+    ``mem_size = N``; GEM: ``N // T`` per task; ...), and what the leaderboard must know of it.
+    A parameter given explicitly wins, and the run is then marked as off-budget."""
+    entry = strategy_entry(config.strategy)
+    auto = entry.memory_params(config.memory, n_tasks) if config.memory is not None else {}
+    params = {**auto, **config.params}
+    overridden = sorted(k for k in auto if k in config.params and config.params[k] != auto[k])
+    return params, {"memory_budget": config.memory if auto else None, "uses_memory": bool(auto),
+                    "budget_overridden": overridden}
+
+
 def build_strategy(config: RunConfig, scenario: scenarios.Scenario, device: torch.device):
     """Model, optimiser and strategy exactly as the run uses them."""
     model = optimizer = None
     if strategy_entry(config.strategy).uses_model:
         model, optimizer = build_model_and_optimizer(config, scenario, device)
+    params, _ = budgeted_params(config, len(scenario.tasks))
     return create(config.strategy, model, optimizer, setting=scenario.setting, task_classes=scenario.task_classes,
-                  n_classes=scenario.n_classes, seed=config.seed, **config.params)
+                  n_classes=scenario.n_classes, seed=config.seed, augment=config.augment, **params)
 
 
 def record(config: RunConfig, scenario: scenarios.Scenario, strategy_config: dict, stream_meta: dict,
@@ -142,7 +166,7 @@ def record(config: RunConfig, scenario: scenarios.Scenario, strategy_config: dic
                      **{k: v for k, v in scenario.meta.items() if k not in ("class_names",)}},
         "strategy": strategy_config,
         "stream": stream_meta,
-        "evaluation": {"every": config.eval_every, "subset": config.eval_subset,
+        "evaluation": {"on": config.eval_on, "every": config.eval_every, "subset": config.eval_subset,
                        "subsets": "resampled every evaluation" if config.eval_resample else "fixed, seeded",
                        "dense_after_switch": config.dense_after_switch, "when": "after the update",
                        "precision": config.eval_precision,
@@ -163,12 +187,14 @@ class Trained:
     eval_seconds: float
     strategy_config: dict
     stream_meta: dict
+    #: training FLOPs, memory held, trainable parameters (``clbench.cost``)
+    cost: dict
 
 
 def make_evaluator(config: RunConfig, scenario: scenarios.Scenario, device) -> Evaluator:
     try:
         return Evaluator(scenario, subset=subset_size(config.eval_subset), resample=config.eval_resample,
-                         seed=config.seed, device=device, precision=config.eval_precision)
+                         seed=config.seed, device=device, precision=config.eval_precision, split=config.eval_on)
     except ValueError as e:
         raise InputError(str(e)) from None
 
@@ -188,7 +214,9 @@ def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch
                          epochs=config.epochs, iterations=config.iterations,
                          views=getattr(strategy, "views", 1), **config.ordering_params)
     evaluator = make_evaluator(config, scenario, device)
-    schedule = make_schedule(config, [(s.start, s.stop) for s in stream.segments])
+    bounds = [(s.start, s.stop) for s in stream.segments]
+    schedule = make_schedule(config, bounds)
+    meter = CostMeter(bounds)
     pool_x = stream.pool.x.to(device)
     pool_y = stream.pool.y.to(device)
     pool_task = stream.pool_task.to(device)
@@ -220,15 +248,22 @@ def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch
             t0 = time.perf_counter()
             idx = flat[starts[it]:starts[it + 1]]
             x = stream.pool.normalize(pool_x[idx])
-            losses.append(strategy.observe(x, pool_y[idx], pool_task[idx]))
-            if it + 1 == seg.stop:
-                strategy.after_task(tasks[seg.task])
+            losses.append(meter.step(it, lambda: strategy.observe(x, pool_y[idx], pool_task[idx])))  # noqa: B023
+            if it + 1 == seg.stop:  # strategies consolidate a task once, at its first end
+                meter.hook(lambda: strategy.after_task(tasks[seg.task]))  # noqa: B023
             train_seconds[it] = time.perf_counter() - t0
             if schedule.due(it + 1):
                 evaluate(it + 1, seg.task)
     loss_values = torch.stack(losses).float().cpu().numpy() if losses else np.zeros(0)
     return Trained(evaluator, loss_values, stream.task_of_iteration.numpy(), train_seconds, eval_seconds,
-                   strategy.config(), {**stream.meta, "iterations_total": n_total})
+                   strategy.config(), {**stream.meta, "iterations_total": n_total},
+                   run_cost(meter, strategy.memory_held(), strategy.model, config.strategy + strategy.label_suffix()))
+
+
+def run_cost(meter: CostMeter, held: tuple[int, int], model, label: str) -> dict:
+    """The cost fields of a run's summary (and the strategy's leaderboard label)."""
+    return {"train_flops": meter.train_flops(), "memory_samples": int(held[0]), "memory_bytes": int(held[1]),
+            "trainable_params": trainable_parameters(model), "label": label, "flop_counting": meter.record()}
 
 
 def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> RunResult:
@@ -241,7 +276,8 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> 
     device = check_device(config.device)
     t_start = time.perf_counter()
     order_seed = config.seed if config.ordering_seed is None else config.ordering_seed
-    scenario = scenarios.build(config.scenario, seed=order_seed, root=config.data_root, **config.scenario_options)
+    scenario = scenarios.build(config.scenario, seed=order_seed, root=config.data_root,
+                               val_fraction=config.val_fraction, **config.scenario_options)
     config = config.resolved(scenario)
     if is_avalanche(config.strategy):
         from clbench.interop.avalanche import train_avalanche
@@ -256,20 +292,25 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> 
                           "loss": trained.losses, "seconds": np.cumsum(trained.train_seconds)})
     train_s = float(trained.train_seconds.sum())
     bad = np.flatnonzero(~np.isfinite(trained.losses))
+    _, budget = budgeted_params(config, len(scenario.tasks))
+    cost = {k: v for k, v in trained.cost.items() if k != "flop_counting"}
     summary = {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
                "n_evaluations": len(trained.evaluator.history), "wall_seconds": time.perf_counter() - t_start,
                "train_seconds": train_s, "eval_seconds": trained.eval_seconds,
                "train_iters_per_second": n_total / max(train_s, 1e-9),
                # first iteration whose loss was not finite (the run diverged), or None
                "diverged_at": int(bad[0]) + 1 if len(bad) else None,
+               **cost, **budget, "memory_capacity": trained.strategy_config.get("memory_capacity"),
+               "eval_on": config.eval_on, "augment": config.augment,
                "scenario": scenario.name, "setting": scenario.setting, "strategy": config.strategy,
                "seed": config.seed, "ordering": config.ordering, "ordering_seed": config.ordering_seed,
                "params": config.params}
     out = None
     if out_dir is not None:
         out = Path(out_dir)
-        write_run(out, record(config, scenario, trained.strategy_config, trained.stream_meta, trained.evaluator),
-                  log, train, summary)
+        rec = record(config, scenario, trained.strategy_config, trained.stream_meta, trained.evaluator)
+        rec["cost"] = trained.cost["flop_counting"]
+        write_run(out, rec, log, train, summary)
     return RunResult(config, log, summary, out)
 
 

@@ -6,6 +6,7 @@ local ``torch.Generator``, so the same seed gives the same scenario in every pro
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -47,13 +48,14 @@ def _task_order(n_tasks: int, task_order, seed: int) -> list[int]:
 
 def _reorder(tasks: list[Task], order: list[int]) -> list[Task]:
     """Tasks in stream order, renumbered 0..T-1 so that a task's id is its position in the stream."""
-    return [Task(i, tasks[j].train, tasks[j].test, tasks[j].classes) for i, j in enumerate(order)]
+    return [dataclasses.replace(tasks[j], id=i) for i, j in enumerate(order)]
 
 
 def split(dataset: tuple[TensorData, TensorData, list[str]] | Sequence, n_tasks: int, *, name: str = "split",
           class_order="fixed", setting: str = "class-il", seed: int = 0, task_order=None,
-          meta: dict | None = None) -> Scenario:
-    """Partition the classes into ``n_tasks`` tasks of equal size, in ``class_order``.
+          meta: dict | None = None, val: TensorData | None = None) -> Scenario:
+    """Partition the classes into ``n_tasks`` tasks of equal size, in ``class_order``; ``val``
+    (held-out training samples) is partitioned the same way into each task's ``val``.
 
     In ``domain-il`` the labels become the position of the class inside its task (split MNIST's
     domain-IL variant: "first or second digit of the pair"), so every task shares one label space.
@@ -70,7 +72,8 @@ def split(dataset: tuple[TensorData, TensorData, list[str]] | Sequence, n_tasks:
     for t in range(n_tasks):
         classes = order[t * per:(t + 1) * per]
         tasks.append(Task(t, _select(train, classes, setting), _select(test, classes, setting),
-                          list(range(per)) if setting == "domain-il" else classes))
+                          list(range(per)) if setting == "domain-il" else classes,
+                          None if val is None else _select(val, classes, setting)))
     tasks = _reorder(tasks, _task_order(n_tasks, task_order, seed))
     return Scenario(name, setting, tasks, per if setting == "domain-il" else n_classes,
                     tuple(train.x.shape[1:]), order, {"class_names": class_names, **(meta or {})})
@@ -101,7 +104,8 @@ def _permute(data: TensorData, perm: torch.Tensor) -> TensorData:
 
 
 def permuted(dataset, n_tasks: int, seed: int = 0, *, first_task_identity: bool = False, name: str = "permuted",
-             setting: str = "domain-il", task_order=None, meta: dict | None = None) -> Scenario:
+             setting: str = "domain-il", task_order=None, meta: dict | None = None,
+             val: TensorData | None = None) -> Scenario:
     """Permuted-MNIST style tasks: one seeded pixel permutation per task (the same for every channel).
 
     By default every task is permuted (the Avalanche and GEM convention); ``first_task_identity``
@@ -117,9 +121,11 @@ def permuted(dataset, n_tasks: int, seed: int = 0, *, first_task_identity: bool 
     for t in range(n_tasks):
         offset = t * c if setting == "class-il" else 0
         tr, te = _permute(train, perms[t]), _permute(test, perms[t])
+        va = None if val is None else _permute(val, perms[t])
         if offset:
             tr, te = tr.with_labels(tr.y + offset), te.with_labels(te.y + offset)
-        tasks.append(Task(t, tr, te, list(range(offset, offset + c))))
+            va = None if va is None else va.with_labels(va.y + offset)
+        tasks.append(Task(t, tr, te, list(range(offset, offset + c)), va))
     tasks = _reorder(tasks, _task_order(n_tasks, task_order, seed))
     n_out = c * n_tasks if setting == "class-il" else c
     return Scenario(name, setting, tasks, n_out, tuple(train.x.shape[1:]), list(range(c)),
@@ -128,7 +134,7 @@ def permuted(dataset, n_tasks: int, seed: int = 0, *, first_task_identity: bool 
 
 
 def rotated(dataset, angles: Sequence[float], *, name: str = "rotated", setting: str = "domain-il",
-            seed: int = 0, task_order=None, meta: dict | None = None) -> Scenario:
+            seed: int = 0, task_order=None, meta: dict | None = None, val: TensorData | None = None) -> Scenario:
     """Rotated-MNIST style tasks: task *t* shows every image rotated by ``angles[t]`` degrees."""
     from torchvision.transforms.functional import rotate
 
@@ -140,7 +146,7 @@ def rotated(dataset, angles: Sequence[float], *, name: str = "rotated", setting:
     tasks = []
     for t, angle in enumerate(angles):
         rot = lambda d: TensorData(rotate(d.x, float(angle)), d.y, d.mean, d.std)  # noqa: E731, B023
-        tasks.append(Task(t, rot(train), rot(test), list(range(c))))
+        tasks.append(Task(t, rot(train), rot(test), list(range(c)), None if val is None else rot(val)))
     tasks = _reorder(tasks, _task_order(len(angles), task_order, seed))
     return Scenario(name, setting, tasks, c, tuple(train.x.shape[1:]), list(range(c)),
                     {"class_names": class_names, "angles": [float(a) for a in angles], **(meta or {})})

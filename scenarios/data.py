@@ -70,17 +70,50 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
     return xf.sub_(m).div_(s)
 
 
+def stratified_split(data: TensorData, fraction: float, g: torch.Generator) -> tuple[TensorData, TensorData | None]:
+    """``(rest, held_out)``: ``round(fraction * n_c)`` samples of every class ``c`` held out (at
+    least one where ``fraction`` > 0 and the class has two or more samples, never all of them),
+    chosen with ``g``; both parts keep the original sample order. ``fraction == 0`` holds out nothing."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), not {fraction}")
+    if fraction == 0.0 or len(data) == 0:
+        return data, None
+    held = []
+    for c in torch.unique(data.y).tolist():
+        idx = torch.nonzero(data.y == c).flatten()
+        k = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        if k > 0:
+            held.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    mask = torch.zeros(len(data), dtype=torch.bool)
+    if held:
+        mask[torch.cat(held)] = True
+    return data.subset(torch.nonzero(~mask).flatten()), data.subset(torch.nonzero(mask).flatten())
+
+
 @dataclass
 class Task:
-    """One task of a scenario: its training and test data and the (global) classes it holds."""
+    """One task of a scenario: its training, test and (optional) validation data and the
+    (global) classes it holds. ``val`` is carved out of the training data (``--val-fraction``),
+    so the model never trains on it; hyperparameters are chosen on it, never on ``test``."""
 
     id: int
     train: TensorData
     test: TensorData
     classes: list[int]
+    val: TensorData | None = None
+
+    def split(self, which: str) -> TensorData:
+        """The task's ``train``, ``val`` or ``test`` data (a clear error for a missing split)."""
+        if which not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {which!r}; use train, val or test")
+        data = getattr(self, which)
+        if data is None or len(data) == 0:
+            raise ValueError(f"task {self.id} has no {which} data (validation needs a val fraction > 0)")
+        return data
 
     def __repr__(self) -> str:
-        return f"Task(id={self.id}, classes={self.classes}, train={len(self.train)}, test={len(self.test)})"
+        val = f", val={len(self.val)}" if self.val is not None else ""
+        return f"Task(id={self.id}, classes={self.classes}, train={len(self.train)}{val}, test={len(self.test)})"
 
 
 @dataclass

@@ -18,6 +18,7 @@ boundary is where the majority of the batch switches task, so boundary-aware str
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 
@@ -109,7 +110,7 @@ def blurry(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | No
     received = _deal(given, g)
     datas = [_gather(scenario, kept[t] + received[t]) for t in range(len(scenario.tasks))]
     blurred = Scenario(scenario.name, scenario.setting,
-                       [type(t)(t.id, d, t.test, t.classes) for t, d in zip(scenario.tasks, datas)],
+                       [dataclasses.replace(t, train=d) for t, d in zip(scenario.tasks, datas)],
                        scenario.n_classes, scenario.input_shape, scenario.class_order, scenario.meta)
     stream = sequential(blurred, batch_size=batch_size, seed=seed, epochs=epochs, iterations=iterations, views=views)
     stream.tasks = blurred.tasks

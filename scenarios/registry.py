@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.builders import permuted, rotated, split
-from scenarios.data import Scenario
+from scenarios.data import Scenario, seeded_generator, stratified_split
 from scenarios.errors import InputError
 from scenarios.sources import dataset_info, load_dataset
 
@@ -33,33 +33,36 @@ class ScenarioSpec:
         return len(self.args["angles"]) if self.kind == "rotated" else self.args["n_tasks"]
 
 
-_MLP_SMALL = {"model": "mlp", "hidden": [400, 400], "optimizer": "sgd", "momentum": 0.9}
+_MLP_SMALL = {"model": "mlp", "hidden": [400, 400], "optimizer": "sgd", "momentum": 0.9, "augment": "none"}
 _SPLIT_OPTS = ("n_tasks", "class_order", "setting", "task_order")
 _PERM_OPTS = ("n_tasks", "setting", "task_order", "first_task_identity")
 
 SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in [
     ScenarioSpec("split-digits", "digits", "split", "class-il", {"n_tasks": 5},
-                 {**_MLP_SMALL, "batch_size": 32, "epochs": 10, "lr": 0.05},
+                 {**_MLP_SMALL, "batch_size": 32, "epochs": 10, "lr": 0.05, "memory": 200},
                  "offline default: scikit-learn digits, 5 tasks of 2 classes", _SPLIT_OPTS),
     ScenarioSpec("split-mnist", "mnist", "split", "class-il", {"n_tasks": 5},
-                 {**_MLP_SMALL, "batch_size": 256, "epochs": 1, "lr": 0.01},
+                 {**_MLP_SMALL, "batch_size": 256, "epochs": 1, "lr": 0.01, "memory": 2000},
                  "De Lange et al. 2023 (MLP 400-400, batch 256, SGD 0.01; they train 10 epochs)", _SPLIT_OPTS),
     ScenarioSpec("split-fmnist", "fashion-mnist", "split", "class-il", {"n_tasks": 5},
-                 {**_MLP_SMALL, "batch_size": 256, "epochs": 1, "lr": 0.01},
+                 {**_MLP_SMALL, "batch_size": 256, "epochs": 1, "lr": 0.01, "memory": 2000},
                  "as split-mnist, on Fashion-MNIST", _SPLIT_OPTS),
     ScenarioSpec("permuted-mnist", "mnist", "permuted", "domain-il", {"n_tasks": 10},
-                 {**_MLP_SMALL, "hidden": [1000, 1000], "batch_size": 128, "iterations": 1000, "lr": 0.01},
+                 {**_MLP_SMALL, "hidden": [1000, 1000], "batch_size": 128, "iterations": 1000, "lr": 0.01,
+                  "memory": 2000},
                  "van de Ven et al. 2022 (MLP 2x1000, 10 tasks; they train 5,000 iterations with Adam)", _PERM_OPTS),
     ScenarioSpec("permuted-fmnist", "fashion-mnist", "permuted", "domain-il", {"n_tasks": 10},
-                 {**_MLP_SMALL, "hidden": [1000, 1000], "batch_size": 128, "iterations": 1000, "lr": 0.01},
+                 {**_MLP_SMALL, "hidden": [1000, 1000], "batch_size": 128, "iterations": 1000, "lr": 0.01,
+                  "memory": 2000},
                  "as permuted-mnist, on Fashion-MNIST", _PERM_OPTS),
     ScenarioSpec("rotated-mnist", "mnist", "rotated", "domain-il", {"angles": [0.0, 80.0, 160.0]},
-                 {**_MLP_SMALL, "batch_size": 128, "iterations": 500, "lr": 0.1, "momentum": 0.0},
+                 {**_MLP_SMALL, "batch_size": 128, "iterations": 500, "lr": 0.1, "momentum": 0.0,
+                  "memory": 1500},
                  "Hess et al. 2023 / van de Ven (0/80/160 degrees, MLP 2x400, SGD 0.1, 500 iterations)",
                  ("angles", "setting", "task_order")),
     ScenarioSpec("split-cifar100", "cifar100", "split", "class-il", {"n_tasks": 10},
                  {"model": "resnet18-slim", "optimizer": "sgd", "momentum": 0.9, "batch_size": 32, "epochs": 1,
-                  "lr": 0.03},
+                  "lr": 0.03, "memory": 2000, "augment": "weak"},
                  "10 tasks of 10 classes (n_tasks=20 gives GEM's 20x5), reduced ResNet-18 (nf=20)", _SPLIT_OPTS),
 ]}
 
@@ -70,24 +73,36 @@ def scenario_spec(name: str) -> ScenarioSpec:
     return SCENARIOS[name]
 
 
+#: the share of every class's training samples held out for validation, unless asked otherwise
+DEFAULT_VAL_FRACTION = 0.1
+
+
 def build(name: str, seed: int = 0, *, root: str | Path | None = None, download: bool = False,
-          **overrides) -> Scenario:
+          val_fraction: float = DEFAULT_VAL_FRACTION, **overrides) -> Scenario:
     """Build a named scenario. ``overrides`` change the builder's arguments (``n_tasks=20``,
-    ``class_order="seed"``, ``setting="task-il"``, ...); unknown ones are an error."""
+    ``class_order="seed"``, ``setting="task-il"``, ...); unknown ones are an error.
+
+    ``val_fraction`` of every class's training samples (seeded by ``seed``, stratified) become
+    the tasks' validation data and are never trained on; 0 keeps all of them for training."""
     spec = scenario_spec(name)
     unknown = sorted(set(overrides) - set(spec.options))
     if unknown:
         raise InputError(f"scenario {name} has no option {', '.join(unknown)}; its options: "
                          f"{', '.join(spec.options)}")
-    data = load_dataset(spec.dataset, root=root, download=download)
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), not {val_fraction}")
+    train, test, names = load_dataset(spec.dataset, root=root, download=download)
+    train, val = stratified_split(train, val_fraction, seeded_generator(seed, "val-split"))
+    data = (train, test, names)
     args = {**spec.args, "setting": spec.setting, **overrides}
     meta = {"dataset": spec.dataset, "train": dict(spec.train), "source": spec.source, "seed": seed,
-            "options": {k: v for k, v in args.items()}}
+            "options": {k: v for k, v in args.items()}, "val_fraction": val_fraction,
+            "val_split": "stratified by class, seeded, carved out of the training data"}
     if spec.kind == "split":
-        return split(data, name=name, seed=seed, meta=meta, **args)
+        return split(data, name=name, seed=seed, meta=meta, val=val, **args)
     if spec.kind == "permuted":
-        return permuted(data, seed=seed, name=name, meta=meta, **args)
-    return rotated(data, name=name, seed=seed, meta=meta, **args)
+        return permuted(data, seed=seed, name=name, meta=meta, val=val, **args)
+    return rotated(data, name=name, seed=seed, meta=meta, val=val, **args)
 
 
 def list_scenarios() -> list[dict[str, Any]]:

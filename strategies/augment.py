@@ -2,6 +2,11 @@
 
 Random parameters come from a CPU ``torch.Generator`` (so they follow the run's seed on any
 device); the image work is one ``affine_grid``/``grid_sample`` per batch plus masks.
+
+Augmentation is a setting of every strategy (``augment``), so a baseline and its view-batch
+wrapper see the same transform family and a comparison between them measures the views, not
+the augmentation: ``none``, ``weak`` (shift, flip on colour images) or ``standard`` (weak plus
+rotation, scale, noise and an erased square).
 """
 
 from __future__ import annotations
@@ -50,3 +55,36 @@ def strong(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
     erase = ((ys >= cy.view(n, 1, 1)) & (ys < cy.view(n, 1, 1) + side) &
              (xs >= cx.view(n, 1, 1)) & (xs < cx.view(n, 1, 1) + side))
     return out.masked_fill(erase.unsqueeze(1).to(out.device), 0.0)
+
+
+FAMILIES = ("none", "weak", "standard")
+
+
+def check_family(family: str) -> str:
+    if family not in FAMILIES:
+        from scenarios.errors import InputError
+
+        raise InputError(f"unknown augmentation {family!r}; use one of {', '.join(FAMILIES)}")
+    return family
+
+
+def apply(x: torch.Tensor, family: str, g: torch.Generator) -> torch.Tensor:
+    """``x`` (a batch of normalised images ``[N, C, H, W]``) through one family; other tensors
+    (flat features) pass unchanged. Flips only on 3-channel images (digits must not mirror)."""
+    if family == "none" or x.dim() != 4 or len(x) == 0:
+        return x
+    flip = x.shape[1] == 3
+    return weak(x, g, flip) if family == "weak" else strong(x, g, flip)
+
+
+def apply_views(x: torch.Tensor, family: str, views: int, g: torch.Generator) -> torch.Tensor:
+    """View groups (``views`` consecutive rows per sample): the first view of each group, the
+    anchor, gets at most ``weak`` (Kang et al.'s anchor), the others get ``family``."""
+    if views <= 1:
+        return apply(x, family, g)
+    if family == "none" or x.dim() != 4 or len(x) == 0:
+        return x
+    grouped = x.view(-1, views, *x.shape[1:])
+    anchors = apply(grouped[:, 0], "weak", g).unsqueeze(1)
+    others = apply(grouped[:, 1:].reshape(-1, *x.shape[1:]), family, g)
+    return torch.cat([anchors, others.view(len(grouped), views - 1, *x.shape[1:])], 1).view_as(x)

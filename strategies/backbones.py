@@ -18,11 +18,17 @@ from scenarios.errors import InputError
 
 
 class FrozenBackbone(nn.Module):
-    """Adapts inputs (channel repeat, resize) and returns flat features; never trained."""
+    """Adapts inputs (channel repeat, resize) and returns flat features; never trained.
 
-    def __init__(self, net: nn.Module, channels: int | None = None, image_size: int | None = None):
+    ``weights_norm`` is the ``(mean, std)`` per channel that pretrained weights were trained with
+    (ImageNet's for torchvision, the model's config for timm); the NMC baseline feeds such a
+    backbone [0, 1] images normalised that way."""
+
+    def __init__(self, net: nn.Module, channels: int | None = None, image_size: int | None = None,
+                 weights_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None):
         super().__init__()
         self.net, self.channels, self.image_size = net, channels, image_size
+        self.weights_norm = weights_norm
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.net.eval()
@@ -74,7 +80,16 @@ def _torchvision(arch: str, image_size: int) -> FrozenBackbone:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         raise InputError(f"the pretrained weights of torchvision:{arch} are not in the torch cache ({cache}) and "
                          f"could not be downloaded ({type(e).__name__}); copy that file there") from None
-    return FrozenBackbone(_strip_head(net), 3, image_size)
+    return FrozenBackbone(_strip_head(net), 3, image_size, torchvision_normalisation(arch))
+
+
+def torchvision_normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input ``(mean, std)`` of torchvision's default pretrained weights for ``arch`` (read from the
+    weights' own transforms, no download)."""
+    import torchvision
+
+    t = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+    return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
 
 
 def _timm(name: str, image_size: int) -> FrozenBackbone:
@@ -87,7 +102,9 @@ def _timm(name: str, image_size: int) -> FrozenBackbone:
     except Exception as e:  # noqa: BLE001
         raise InputError(f"cannot load timm:{name} with pretrained weights ({type(e).__name__}: {e}); "
                          "put the weights in the Hugging Face cache where no network exists") from None
-    return FrozenBackbone(net, 3, image_size)
+    cfg = timm.data.resolve_data_config({}, model=net)
+    norm = (tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"]))
+    return FrozenBackbone(net, 3, image_size, norm)
 
 
 def _checkpoint(path: str, image_size: int | None) -> FrozenBackbone:

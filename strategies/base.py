@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from scenarios.data import SETTINGS, Scenario, Task
+from scenarios.data import SETTINGS, Scenario, Task, seeded_generator
 from scenarios.errors import InputError
+from strategies import augment as augmentation
 
 
 class Strategy:
@@ -38,9 +39,15 @@ class Strategy:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, lr: float = 0.01,
                  momentum: float = 0.9, setting: str = "class-il", task_classes: list[list[int]] | None = None,
-                 n_classes: int | None = None, seed: int = 0):
+                 n_classes: int | None = None, seed: int = 0, augment: str = "none"):
         if setting not in SETTINGS:
             raise InputError(f"unknown setting {setting!r}; known settings: {', '.join(SETTINGS)}")
+        self.augment = augmentation.check_family(augment)
+        #: samples per view group in a batch (set by the view-batch wrapper; 1 = plain batches)
+        self.views = 1
+        self.augment_generator = seeded_generator(seed, "augment")
+        #: tasks whose first end has passed: consolidation happens once per task, whatever the ordering
+        self.consolidated: list[int] = []
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = optimizer if optimizer is not None or not params else torch.optim.SGD(
@@ -94,6 +101,32 @@ class Strategy:
     def logits(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.mask_logits(self.model(x), task_ids)
 
+    def augment_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The training transform (the ``augment`` family, batched on the device); with view groups
+        the anchor of each group gets at most ``weak``. Memories store what comes in, un-augmented."""
+        return augmentation.apply_views(x, self.augment, self.views, self.augment_generator)
+
+    # ---------------------------------------------------------------- memory budget
+    @classmethod
+    def memory_params(cls, budget: int, n_tasks: int) -> dict[str, Any]:
+        """The parameters through which this strategy spends a memory budget of ``budget`` samples
+        over ``n_tasks`` tasks (empty: it keeps no samples). An experiment gives every memory
+        strategy the same budget; each spends it its own way."""
+        return {}
+
+    def memory_held(self) -> tuple[int, int]:
+        """``(samples, bytes)`` held beyond the network and optimiser: stored samples, penalties,
+        class statistics. Reported beside accuracy, since a larger memory buys accuracy."""
+        return 0, 0
+
+    def first_end(self, task: Task) -> bool:
+        """True the first time ``task`` ends, and records it: rehearsal segments of a task that
+        comes back (recurring streams) train without consolidating it again."""
+        if task.id in self.consolidated:
+            return False
+        self.consolidated.append(task.id)
+        return True
+
     # ---------------------------------------------------------------- protocol
     def before_stream(self, scenario: Scenario) -> None:
         """Called once before training; registers every task's classes for task-il masking."""
@@ -118,7 +151,7 @@ class Strategy:
 
     def training_loss(self, x, y, task_ids) -> torch.Tensor:
         """The loss of one step; strategies add their terms (replay, penalties) here."""
-        return self.batch_loss(self.logits(x, task_ids), y)
+        return self.batch_loss(self.logits(self.augment_inputs(x), task_ids), y)
 
     def batch_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on the current batch, plus ``extra_loss`` when a wrapper set one."""
@@ -129,7 +162,9 @@ class Strategy:
         """Hook between ``backward`` and ``optimizer.step`` (gradient projection)."""
 
     def after_task(self, task: Task) -> None:
-        """Boundary hook: consolidation (EWC's Fisher, GEM's memory) happens here."""
+        """Boundary hook: consolidation (EWC's Fisher, GEM's memory) happens here, once per task
+        (``first_end``)."""
+        self.first_end(task)
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,7 +174,12 @@ class Strategy:
     # ---------------------------------------------------------------- bookkeeping
     def config(self) -> dict[str, Any]:
         """Everything about this strategy that changes the numbers, for the run's config.json."""
-        return {"name": self.name, "setting": self.setting}
+        return {"name": self.name, "setting": self.setting, "augment": self.augment}
+
+    def label_suffix(self) -> str:
+        """Appended to the strategy's name in the leaderboard: a baseline whose meaning depends on a
+        backbone says which (``nmc[pixels]`` must not read as a pretrained-feature baseline)."""
+        return ""
 
 
 class Finetune(Strategy):

@@ -50,7 +50,7 @@ class EWC(Strategy):
 
     def training_loss(self, x, y, task_ids):
         self._last_batch = len(y)
-        loss = self.batch_loss(self.logits(x, task_ids), y)
+        loss = self.batch_loss(self.logits(self.augment_inputs(x), task_ids), y)
         if self.penalties and self.ewc_lambda > 0:
             loss = loss + self.penalty()
         return loss
@@ -64,7 +64,14 @@ class EWC(Strategy):
                 total = total + (f * (named[k] - anchor[k]).pow(2)).sum()
         return factor * total
 
+    def memory_held(self):
+        tensors = [t for fisher, anchor in self.penalties for t in (*fisher.values(), *anchor.values())]
+        return 0, sum(t.element_size() * t.nelement() for t in tensors)
+
     def after_task(self, task: Task) -> None:
+        """One Fisher and anchor per task, at its first end (a recurring task is not re-consolidated)."""
+        if not self.first_end(task):
+            return
         new = self.compute_fisher(task)
         anchor = {k: p.detach().clone() for k, p in self.model.named_parameters() if p.requires_grad}
         if self.mode == "separate":

@@ -43,10 +43,16 @@ def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps:
 
 
 class GEM(Strategy):
-    """GEM: an episodic memory of the ``patterns_per_task`` most recent samples of each task; when
-    the new gradient would increase the loss on a past task's memory (negative dot product), it
-    is projected by a QP (``memory_strength`` is the margin, 0.5 in the paper). Everything works
-    on one flattened gradient vector."""
+    """GEM (Lopez-Paz & Ranzato, "Gradient episodic memory for continual learning", NeurIPS 2017):
+    an episodic memory of the ``patterns_per_task`` most recent samples of each task; when the
+    new gradient would increase the loss on a past task's memory (negative dot product), it is
+    projected by a QP (``memory_strength`` is the margin, 0.5 in the paper). Everything works on
+    one flattened gradient vector.
+
+    Every sample is filed under its own task (mixed batches of fuzzy streams included); a task's
+    memory is frozen at its first end and only tasks that have ended constrain the update, so a
+    task that comes back (recurring streams) is neither re-memorised nor constrains itself early.
+    An experiment's memory budget of N samples gives N // T per task."""
 
     name = "gem"
 
@@ -59,6 +65,19 @@ class GEM(Strategy):
         self.memory: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.n_projections = 0
         self._params = [p for p in model.parameters() if p.requires_grad]
+
+    @classmethod
+    def memory_params(cls, budget, n_tasks):
+        per_task = int(budget) // max(1, int(n_tasks))
+        if per_task < 1:
+            raise InputError(f"a memory of {budget} samples leaves GEM less than one sample for each of {n_tasks} "
+                             "tasks; raise --memory")
+        return {"patterns_per_task": per_task}
+
+    def memory_held(self):
+        held = [t for m in self.memory.values() for t in m]
+        return (sum(len(m[1]) for m in self.memory.values()),
+                sum(t.element_size() * t.nelement() for t in held))
 
     def _flat_grad(self) -> torch.Tensor:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self._params])
@@ -74,7 +93,7 @@ class GEM(Strategy):
         if task_ids is None:
             task_ids = torch.full_like(y, self.current_task or 0)
         self.model.train()
-        past = [k for k in self.memory if k != self.current_task]
+        past = [k for k in self.memory if k in self.consolidated and k != self.current_task]
         G = []
         for k in past:
             mx, my, mt = self.memory[k]
@@ -82,7 +101,7 @@ class GEM(Strategy):
             F.cross_entropy(self.logits(mx, mt), my).backward()
             G.append(self._flat_grad())
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.batch_loss(self.logits(x, task_ids), y)
+        loss = self.batch_loss(self.logits(self.augment_inputs(x), task_ids), y)
         loss.backward()
         if G:
             Gm = torch.stack(G)
@@ -95,8 +114,11 @@ class GEM(Strategy):
         return loss.detach()
 
     def _remember(self, x, y, t) -> None:
-        """Keep the most recent ``patterns_per_task`` samples of each task in the batch."""
+        """Keep the most recent ``patterns_per_task`` samples of each task in the batch (raw, not
+        augmented), until the task first ends."""
         for k in t.unique().tolist():
+            if k in self.consolidated:
+                continue
             sel = t == k
             new = (x[sel].detach(), y[sel].detach(), t[sel].detach())
             old = self.memory.get(k)
@@ -108,6 +130,6 @@ class GEM(Strategy):
         return {**super().config(), "patterns_per_task": self.patterns_per_task,
                 "memory_strength": self.memory_strength,
                 "qp": "dual, quadprog, P = G G^T + 1e-8 I (raised only if quadprog fails)",
-                "memory": "most recent samples of each task",
-                "memory_bytes": sum(t.element_size() * t.nelement() for m in self.memory.values() for t in m),
+                "memory": "most recent samples of each task, frozen at its first end",
+                "memory_capacity": self.patterns_per_task * len(self._task_classes or [None]),
                 "projections": self.n_projections}

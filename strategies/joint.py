@@ -64,7 +64,13 @@ class Joint(Strategy):
             raise InputError("joint training needs before_task (or before_stream for offline mode) first")
         idx = self._next_indices(len(y))
         tid = self._t[idx]
-        return F.cross_entropy(self.logits(self._norm(self._x[idx]), tid), self._y[idx])
+        return F.cross_entropy(self.logits(self.augment_inputs(self._norm(self._x[idx])), tid), self._y[idx])
+
+    def memory_held(self):
+        """Joint training keeps every sample it has met: the reference point, not a budgeted method."""
+        if self._y is None:
+            return 0, 0
+        return len(self._y), sum(t.element_size() * t.nelement() for t in (self._x, self._y, self._t))
 
     def config(self):
         return {**super().config(), "mode": self.mode}

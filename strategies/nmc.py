@@ -9,10 +9,18 @@ from scenarios.errors import InputError
 from strategies.backbones import load_backbone
 from strategies.base import Strategy
 
+INPUTS = ("auto", "dataset", "raw", "weights")
+
 
 class NMC(Strategy):
     """NMC baseline of Janson, Zhang, Aljundi & Elhoseiny, "A simple baseline that questions the
-    use of pretrained models in continual learning" (2022).
+    use of pretrained models in continual learning" (2022). Their baseline is this classifier on
+    *pretrained* features (ViT-B/16); with the default ``pixels`` backbone it is a nearest class
+    mean on raw pixels, and the leaderboard names it so (``label``).
+
+    ``inputs``: what the backbone is fed. ``auto`` = ``weights`` for pretrained torchvision/timm
+    backbones (the [0, 1] image normalised with the weights' mean/std), ``dataset`` otherwise (the
+    dataset's own normalisation); ``raw`` = [0, 1] pixels (what Janson et al.'s code feeds).
 
     Features of a frozen backbone are L2-normalised; each class keeps a running sum and count
     (task-free: a batch updates them whatever its task); prediction is the class whose mean is
@@ -27,13 +35,19 @@ class NMC(Strategy):
     frozen_features = True
 
     def __init__(self, model=None, optimizer=None, *, backbone: str = "pixels", cosine: bool = False,
-                 image_size: int | None = None, raw_inputs: bool = False, **common):
+                 image_size: int | None = None, inputs: str = "auto", **common):
+        if inputs not in INPUTS:
+            raise InputError(f"NMC inputs must be one of {', '.join(INPUTS)}, not {inputs!r}")
         self.backbone_spec = backbone
         net = load_backbone(backbone, image_size)
+        if inputs == "auto":
+            inputs = "weights" if net.weights_norm is not None else "dataset"
+        if inputs == "weights" and net.weights_norm is None:
+            raise InputError(f"backbone {backbone} has no pretrained weights' normalisation; use inputs=dataset or raw")
         super().__init__(net, None, **{k: v for k, v in common.items() if k not in ("lr", "momentum")})
         self.cosine = cosine
-        #: undo the dataset's mean/std normalisation before the backbone (Janson et al. feed [0, 1] pixels)
-        self.raw_inputs = raw_inputs
+        #: undo the dataset's mean/std normalisation before the backbone, then apply the weights' (if asked)
+        self.inputs = inputs
         self._unnorm: tuple[torch.Tensor, torch.Tensor] | None = None
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
@@ -46,10 +60,23 @@ class NMC(Strategy):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            if self.raw_inputs and self._unnorm is not None and x.dim() == 4:
+            if self.inputs != "dataset" and self._unnorm is not None and x.dim() == 4:
                 mean, std = (t.to(x.device) for t in self._unnorm)
                 x = x * std + mean
+                if self.inputs == "weights":
+                    wm, ws = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in self.model.weights_norm)
+                    if x.shape[1] == 1:  # grey images are repeated to the backbone's channels
+                        x = x.expand(-1, wm.shape[1], -1, -1)
+                    x = (x - wm) / ws
             return F.normalize(self.model(x).float(), dim=1)
+
+    def memory_held(self):
+        if self.sums is None:
+            return 0, 0
+        return 0, self.sums.element_size() * self.sums.nelement() + self.counts.element_size() * self.counts.nelement()
+
+    def label_suffix(self) -> str:
+        return f"[{self.backbone_spec}]"
 
     def observe(self, x, y, task_ids=None):
         f = self.embed(x)
@@ -84,5 +111,7 @@ class NMC(Strategy):
 
     def config(self):
         return {**super().config(), "backbone": self.backbone_spec, "cosine": self.cosine,
-                "inputs": "raw [0, 1]" if self.raw_inputs else "dataset-normalised",
+                "inputs": {"raw": "raw [0, 1]", "dataset": "dataset-normalised",
+                           "weights": f"[0, 1] normalised with the weights' mean/std {self.model.weights_norm}"}[
+                    self.inputs],
                 "features": "L2-normalised", "means": "re-normalised" if self.cosine else "not re-normalised"}

@@ -11,7 +11,8 @@ from scenarios.errors import InputError
 from strategies.base import Finetune, Strategy
 
 #: arguments every strategy takes from the runner, not from ``--param``
-COMMON = {"self", "model", "optimizer", "lr", "momentum", "setting", "task_classes", "n_classes", "seed", "inner"}
+COMMON = {"self", "model", "optimizer", "lr", "momentum", "setting", "task_classes", "n_classes", "seed", "inner",
+          "augment"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class StrategyEntry:
     @property
     def uses_model(self) -> bool:
         return self.classes[0].uses_model
+
+    def memory_params(self, budget: int, n_tasks: int) -> dict[str, Any]:
+        """How this strategy spends a memory budget of ``budget`` samples (empty: it keeps none)."""
+        return self.classes[0].memory_params(budget, n_tasks)
 
 
 REGISTRY: dict[str, StrategyEntry] = {}
@@ -124,7 +129,8 @@ def _register_builtin() -> None:
     register("er", ER, "experience replay from a reservoir or class-balanced memory")
     register("ewc", EWC, "elastic weight consolidation (separate or online; exact/sample/empirical/batched Fisher)")
     register("gem", GEM, "gradient episodic memory: QP projection against past tasks' memory gradients")
-    register("nmc", NMC, "nearest class mean on frozen, L2-normalised features (pixels, torchvision, timm, checkpoint)")
+    register("nmc", NMC, "nearest class mean on frozen, L2-normalised features; on raw pixels by default, "
+             "Janson et al.'s baseline with backbone=timm:/torchvision: pretrained features")
     register("vb-er", ER, "view-batch model (replay + self-supervision) over experience replay", wrapper=ViewBatch)
     register("vb-finetune", Finetune, "view-batch model over plain finetuning", wrapper=ViewBatch)
 

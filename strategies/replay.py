@@ -111,9 +111,14 @@ class ER(Strategy):
     1/k on the current task with k tasks seen, as van de Ven et al. 2022). The replay batch is
     drawn before the new batch enters the memory. ``update="online"`` (default) fills the memory
     from the stream as it comes, so it also holds the current task; ``"task_end"`` adds a random
-    sample of each task's training data when the task ends, so the memory holds only past tasks
-    (as Avalanche's Replay does). Chaudhry et al., "On tiny episodic memories in
+    sample of each task's training data when the task first ends, so the memory holds only past
+    tasks (as Avalanche's Replay does). Chaudhry et al., "On tiny episodic memories in
     continual learning" (2019); Rolnick et al., "Experience replay for continual learning" (2019).
+
+    The memory holds raw (un-augmented) samples, one per view group; augmentation is applied to
+    the current and the replayed samples alike at each step. Under the view-batch wrapper the
+    replay batch is made of view groups too, so memory samples get their views and the
+    self-supervised loss, as in Kang et al.'s code where the memory is merged into the data.
     """
 
     name = "er"
@@ -129,32 +134,50 @@ class ER(Strategy):
             raise InputError(f"weighting must be 'concat', 'weighted' or '1/k', not {weighting!r}")
         if not 0.0 <= w_new <= 1.0:
             raise InputError(f"w_new must be in [0, 1], not {w_new}")
+        if replay_batch is not None and replay_batch < 1:
+            raise InputError(f"replay_batch must be at least 1 (or None: the batch size), not {replay_batch}")
         self.buffer = ReplayBuffer(mem_size, buffer, self.generator)
         self.replay_batch, self.weighting, self.w_new = replay_batch, weighting, w_new
+
+    @classmethod
+    def memory_params(cls, budget, n_tasks):
+        return {"mem_size": int(budget)}
+
+    def memory_held(self):
+        return len(self.buffer), self.buffer.nbytes()
+
+    def _replay(self, n: int):
+        """``n`` replayed rows: ``n // views`` memory samples, each repeated ``views`` times."""
+        v = self.views
+        xr, yr, tr = self.buffer.sample(max(1, n // v))
+        if v > 1:
+            xr, yr, tr = (a.repeat_interleave(v, 0) for a in (xr, yr, tr))
+        return xr, yr, tr
 
     def training_loss(self, x, y, task_ids):
         if task_ids is None:
             task_ids = torch.full_like(y, self.current_task or 0)
-        n_replay = self.replay_batch or len(y)
-        if len(self.buffer) == 0 or n_replay == 0:
-            loss = self.batch_loss(self.logits(x, task_ids), y)
+        n = len(y)
+        if len(self.buffer) == 0:
+            logits = self.logits(self.augment_inputs(x), task_ids)
+            loss = F.cross_entropy(logits, y)
         else:
-            xr, yr, tr = self.buffer.sample(n_replay)
-            logits = self.logits(torch.cat([x, xr]), torch.cat([task_ids, tr]))
-            n = len(y)
+            xr, yr, tr = self._replay(self.replay_batch or n)
+            logits = self.logits(self.augment_inputs(torch.cat([x, xr])), torch.cat([task_ids, tr]))
             if self.weighting == "concat":
                 loss = F.cross_entropy(logits, torch.cat([y, yr]))
             else:
                 w = self.w_new if self.weighting == "weighted" else 1.0 / max(1, len(self.tasks_seen))
                 loss = w * F.cross_entropy(logits[:n], y) + (1 - w) * F.cross_entropy(logits[n:], yr)
-            if self.extra_loss is not None:
-                loss = loss + self.extra_loss(logits[:n])
+        if self.extra_loss is not None:  # view-batch self-supervision: current and replayed groups alike
+            loss = loss + self.extra_loss(logits)
         if self.update == "online":
-            self.buffer.add(x, y, task_ids)
+            step = self.views  # one raw sample per view group
+            self.buffer.add(x[::step], y[::step], task_ids[::step])
         return loss
 
     def after_task(self, task) -> None:
-        if self.update == "task_end":
+        if self.first_end(task) and self.update == "task_end":
             order = torch.randperm(len(task.train), generator=self.generator)
             x, y = task.train.batch(order, self.device)
             self.buffer.add(x, y, torch.full_like(y, task.id))
@@ -162,5 +185,5 @@ class ER(Strategy):
     def config(self):
         return {**super().config(), "mem_size": self.buffer.mem_size, "buffer": self.buffer.policy,
                 "replay_batch": self.replay_batch, "weighting": self.weighting, "w_new": self.w_new,
-                "update": self.update,
-                "memory_bytes": self.buffer.nbytes()}
+                "update": self.update, "memory_capacity": self.buffer.mem_size,
+                "memory": "raw samples (augmented when replayed), one per view group"}

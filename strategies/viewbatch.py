@@ -9,16 +9,17 @@ from torch.nn import functional as F
 
 from scenarios.data import Scenario, Task
 from scenarios.errors import InputError
-from strategies import augment
 from strategies.base import Strategy
 
 
 def view_consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:
-    """mean over groups and views 2..V of KL(p_anchor.detach() || p_view), softmax outputs.
+    """KL(p_anchor.detach() || p_view) over softmax outputs, averaged over (group, view 2..V) pairs
+    *and over classes*: the authors' ``F.kl_div`` with its default reduction 'mean' divides the
+    summed KL by the number of elements, so ``ssl_weight=1`` here is their strength (a C-fold
+    stronger term would need ``ssl_weight=C``).
 
-    ``logits`` hold ``views`` consecutive rows per sample, the first being the anchor. The mean
-    is over (group, view) pairs, summing over classes (the authors' ``F.kl_div`` with reduction
-    'mean' also divides by the number of classes; we do not). Masked (-inf) classes contribute 0.
+    ``logits`` hold ``views`` consecutive rows per sample, the first being the anchor. Masked
+    (-inf) classes contribute 0 to the sum but count in the class average, as in their code.
     """
     if views < 2:
         return logits.new_zeros(())
@@ -27,7 +28,7 @@ def view_consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:
     anchor_log = log_p[:, :1].detach()
     anchor = anchor_log.exp()
     kl = torch.where(anchor > 0, anchor * (anchor_log - log_p[:, 1:]), torch.zeros_like(log_p[:, 1:]))
-    return kl.sum(-1).mean()
+    return kl.sum(-1).mean() / logits.shape[-1]
 
 
 class ViewBatch(Strategy):
@@ -38,27 +39,29 @@ class ViewBatch(Strategy):
     batch size and the iterations per epoch, so a sample comes back after about ``views`` times as
     many updates (``views`` is read by the stream builder). Groups are formed by **sample index**:
     the authors' code groups consecutive equal labels, which with two classes per task pairs
-    different images in about a fifth of the cases — not copied here.
-    *Self-supervision*: view 1 of a group is weakly augmented (the anchor), the others strongly;
-    ``ssl_weight * mean KL(p_anchor.detach() || p_view)`` is added to the wrapped strategy's loss
-    on the current batch, off during the first ``ssl_warmup_epochs`` epochs of each task. The
-    wrapped strategy's own mechanism (buffer, penalty, projection) runs unchanged underneath.
+    different images in about a fifth of the cases — not copied here. A wrapped replay strategy
+    keeps raw samples in its memory (one per group) and replays them as view groups too.
+    *Self-supervision*: view 1 of a group (the anchor) gets at most weak augmentation, the others
+    the run's augmentation family (``augment``: the same family a baseline without views gets);
+    ``ssl_weight * KL(p_anchor.detach() || p_view)`` (averaged as the authors' code does) is
+    added to the wrapped strategy's loss on every grouped row, current and replayed, off during
+    the first ``ssl_warmup_epochs`` epochs of each task. The wrapped strategy's own mechanism
+    (buffer, penalty, projection) runs unchanged underneath.
     """
 
-    def __init__(self, inner: Strategy, *, views: int = 4, ssl_weight: float = 1.0, ssl_warmup_epochs: int = 5,
-                 augment_views: bool = True, seed: int = 0):
+    def __init__(self, inner: Strategy, *, views: int = 4, ssl_weight: float = 1.0, ssl_warmup_epochs: int = 5):
         if views < 1:
             raise InputError(f"views must be at least 1, not {views}")
+        if ssl_weight < 0 or ssl_warmup_epochs < 0:
+            raise InputError("ssl_weight and ssl_warmup_epochs must be >= 0")
         if not isinstance(inner, Strategy) or not inner.uses_model:
             raise InputError("view-batch wraps a strategy that trains a model")
         self.inner = inner
+        inner.views = views
         self.views, self.ssl_weight, self.ssl_warmup_epochs = views, ssl_weight, ssl_warmup_epochs
-        self.augment_views = augment_views
-        self.generator = torch.Generator().manual_seed(int(seed) + 15485863)
         self.name = f"vb-{inner.name}"
         self._iter_in_task = 0
         self._task_size = 1
-        self.last_ssl = 0.0
 
     # everything the evaluator and the runner look at comes from the wrapped strategy
     @property
@@ -68,6 +71,20 @@ class ViewBatch(Strategy):
     @property
     def setting(self):
         return self.inner.setting
+
+    @property
+    def augment(self):
+        return self.inner.augment
+
+    @property
+    def consolidated(self):
+        return self.inner.consolidated
+
+    def memory_held(self):
+        return self.inner.memory_held()
+
+    def label_suffix(self) -> str:
+        return self.inner.label_suffix()
 
     def before_stream(self, scenario: Scenario) -> None:
         self.inner.before_stream(scenario)
@@ -86,12 +103,6 @@ class ViewBatch(Strategy):
     def observe(self, x, y, task_ids=None):
         if len(x) % self.views:
             raise InputError(f"a batch of {len(x)} samples is not made of groups of views={self.views}")
-        if self.augment_views and self.views > 1 and x.dim() == 4:
-            flip = x.shape[1] == 3
-            g = x.view(-1, self.views, *x.shape[1:])
-            anchors = augment.weak(g[:, 0], self.generator, flip).unsqueeze(1)
-            others = augment.strong(g[:, 1:].reshape(-1, *x.shape[1:]), self.generator, flip)
-            x = torch.cat([anchors, others.view(len(g), self.views - 1, *x.shape[1:])], 1).view_as(x)
         epoch = self._iter_in_task // max(1, math.ceil(self._task_size / len(y)))
         self._iter_in_task += 1
         on = self.ssl_weight > 0 and self.views > 1 and epoch >= self.ssl_warmup_epochs
@@ -104,5 +115,6 @@ class ViewBatch(Strategy):
 
     def config(self):
         return {**self.inner.config(), "name": self.name, "views": self.views, "ssl_weight": self.ssl_weight,
-                "ssl_warmup_epochs": self.ssl_warmup_epochs, "augment_views": self.augment_views,
-                "ssl_loss": "mean KL(anchor || view), summed over classes", "groups": "by sample index"}
+                "ssl_warmup_epochs": self.ssl_warmup_epochs,
+                "ssl_loss": "KL(anchor || view) averaged over view pairs and classes (authors' kl_div 'mean')",
+                "groups": "by sample index", "anchor_augment": "weak" if self.augment != "none" else "none"}

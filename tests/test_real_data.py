@@ -12,7 +12,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATASETS["fashion-mnist"]
 
 def test_split_fmnist_matches_the_literature_layout():
     sc = scenarios.build("split-fmnist", seed=0)
-    assert len(sc.tasks) == 5 and sc.tasks[0].classes == [0, 1] and len(sc.tasks[0].train) == 12000
+    assert len(sc.tasks) == 5 and sc.tasks[0].classes == [0, 1]
+    assert len(sc.tasks[0].train) == 10800 and len(sc.tasks[0].val) == 1200
     assert len(sc.tasks[0].test) == 2000 and sc.input_shape == (1, 28, 28)
 
 

@@ -26,8 +26,9 @@ def test_known_ordering_on_split_digits_class_il():
 def test_ewc_and_gem_keep_old_tasks_in_task_il():
     kw = dict(scenario_options={"setting": "task-il"})
     bwt = {s: np.mean([r["bwt"] for r in _final(s, **kw)]) for s in ["finetune", "gem"]}
-    # lambda is not portable (van de Ven 2025): on task-IL split digits with the exact Fisher 1000 works
-    bwt["ewc"] = np.mean([r["bwt"] for r in _final("ewc", params={"ewc_lambda": 1000.0}, **kw)])
+    # lambda is not portable (van de Ven 2025): on task-IL split digits (90% of the training data, the
+    # rest held out for validation) with the exact Fisher, 1000 removes about a third of the forgetting, 1e4 all
+    bwt["ewc"] = np.mean([r["bwt"] for r in _final("ewc", params={"ewc_lambda": 1e4}, **kw)])
     # task-IL split digits forgets little even under finetuning (about 2-3 points); EWC and GEM
     # must remove at least half of that and be more than a point better
     for s in ("ewc", "gem"):
@@ -69,11 +70,11 @@ def test_gem_leaves_a_non_conflicting_gradient_unchanged():
         assert torch.allclose(a, b)
 
 
-def _logistic_task():
+def _logistic_task(task_id: int = 0):
     # inputs 0.2 and 1.0 (uint8 51 and 255 with mean 0, std 1), labels 0 and 1
     x = torch.tensor([51, 255], dtype=torch.uint8).view(2, 1, 1, 1)
     y = torch.tensor([0, 1])
-    return Task(0, TensorData(x, y, (0.0,), (1.0,)), TensorData(x, y, (0.0,), (1.0,)), [0, 1])
+    return Task(task_id, TensorData(x, y, (0.0,), (1.0,)), TensorData(x, y, (0.0,), (1.0,)), [0, 1])
 
 
 def _logistic_model():
@@ -125,7 +126,7 @@ def test_online_ewc_accumulates_one_penalty():
     ewc = EWC(_logistic_model(), mode="online", gamma=0.5, fisher="empirical")
     ewc.after_task(_logistic_task())
     f1 = ewc.penalties[0][0]["1.weight"].clone()
-    ewc.after_task(_logistic_task())
+    ewc.after_task(_logistic_task(1))
     assert len(ewc.penalties) == 1
     assert torch.allclose(ewc.penalties[0][0]["1.weight"], 1.5 * f1)
 

@@ -48,6 +48,23 @@ def check_strategy_name(name: str) -> None:
         raise InputError(f"unknown Avalanche strategy {name!r}; supported: {', '.join(STRATEGIES)}")
 
 
+#: how each Avalanche strategy with a memory spends a budget of N samples: all of it, or N // T per experience
+_MEMORY = {"Replay": ("mem_size", "total"), "ER_ACE": ("mem_size", "total"), "DER": ("mem_size", "total"),
+           "GDumb": ("mem_size", "total"), "GEM": ("patterns_per_exp", "per_task"),
+           "AGEM": ("patterns_per_exp", "per_task")}
+
+
+def memory_params(name: str, budget: int, n_tasks: int) -> dict[str, Any]:
+    check_strategy_name(name)
+    if name not in _MEMORY:
+        return {}
+    param, how = _MEMORY[name]
+    value = int(budget) if how == "total" else int(budget) // max(1, int(n_tasks))
+    if value < 1:
+        raise InputError(f"a memory of {budget} samples leaves avalanche:{name} less than one sample per experience")
+    return {param: value}
+
+
 def strategy_params(name: str) -> dict[str, Any]:
     """The Avalanche strategy's own keyword parameters and defaults (None where it has none)."""
     check_strategy_name(name)
@@ -123,7 +140,7 @@ class ContinualEvaluationPlugin:
     @staticmethod
     def create(scenario: Scenario, *, eval_every: int | None = 1, eval_subset: int | str = 1000,
                eval_resample: bool = False, dense_after_switch: int = 0, seed: int = 0, device="cpu",
-               precision: str = "fp32", progress=None):
+               precision: str = "fp32", progress=None, split: str = "test", meter=None):
         from clbench.evaluator import Evaluator, subset_size
 
         base = _plugin_base()
@@ -135,7 +152,9 @@ class ContinualEvaluationPlugin:
                     raise InputError(f"eval_every must be at least 1, not {eval_every}")
                 self.scenario, self.eval_every, self.dense = scenario, eval_every, dense_after_switch
                 self.evaluator = Evaluator(scenario, subset=subset_size(eval_subset), resample=eval_resample,
-                                           seed=seed, device=device, precision=precision)
+                                           seed=seed, device=device, precision=precision, split=split)
+                #: a clbench.cost.CostMeter counting the FLOPs of sampled iterations (optional)
+                self.meter = meter
                 self.view = None
                 self.iteration = 0
                 self.phase = -1
@@ -167,8 +186,12 @@ class ContinualEvaluationPlugin:
 
             def before_training_iteration(self, strategy, **kwargs):
                 self._t0 = time.perf_counter()
+                if self.meter is not None:
+                    self.meter.start(self.iteration)
 
             def after_training_iteration(self, strategy, **kwargs):
+                if self.meter is not None:
+                    self.meter.stop()
                 self.iteration += 1
                 self.losses.append(strategy.loss.detach().reshape(()))
                 self.tasks.append(self.current)
@@ -225,21 +248,30 @@ def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, 
 
 def train_avalanche(config, scenario: Scenario, device, progress=None):
     """The runner's Avalanche path: same model, optimiser, batch size, epochs and test subsets."""
-    from clbench.runner import Trained, build_model_and_optimizer
+    from clbench.cost import CostMeter, trainable_parameters
+    from clbench.runner import Trained, budgeted_params, build_model_and_optimizer
 
+    if config.augment != "none":
+        raise InputError(f"avalanche:* strategies train on clbench's tensors without augmentation; "
+                         f"use --augment none (this experiment asks for {config.augment!r})")
     if config.iterations is not None or config.epochs is None or config.epochs != int(config.epochs):
         raise InputError("Avalanche strategies train whole epochs: give --epochs N (not --iterations)")
     if config.ordering != "sequential":
         raise InputError("Avalanche strategies run on sequential streams only")
     name = config.strategy.split(":", 1)[1]
     model, optimizer = build_model_and_optimizer(config, scenario, device)
+    per_exp = [int(config.epochs) * math.ceil(len(t.train) / config.batch_size) for t in scenario.tasks]
+    ends = np.cumsum(per_exp).tolist()
+    meter = CostMeter([(int(e - n), int(e)) for e, n in zip(ends, per_exp)])
     plugin = ContinualEvaluationPlugin.create(scenario, eval_every=config.eval_every, eval_subset=config.eval_subset,
                                               eval_resample=config.eval_resample,
                                               dense_after_switch=config.dense_after_switch, seed=config.seed,
-                                              device=device, precision=config.eval_precision, progress=progress)
+                                              device=device, precision=config.eval_precision, progress=progress,
+                                              split=config.eval_on, meter=meter)
+    params, _ = budgeted_params(config, len(scenario.tasks))
     torch.manual_seed(config.seed)
     strategy = make_strategy(name, model, optimizer, batch_size=config.batch_size, epochs=int(config.epochs),
-                             device=device, plugins=[plugin], params=config.params)
+                             device=device, plugins=[plugin], params=params)
     bm = to_avalanche(scenario)
     # Avalanche 0.6 resets the warning filters inside its own deprecated calls, so its
     # DeprecationWarnings are recorded here (and dropped) rather than filtered
@@ -247,10 +279,45 @@ def train_avalanche(config, scenario: Scenario, device, progress=None):
         for exp in bm.train_stream:
             strategy.train(exp, num_workers=0)
     losses = torch.stack(plugin.losses).float().cpu().numpy() if plugin.losses else np.zeros(0)
+    capacity = _capacity(name, params, len(scenario.tasks))
+    held = _memory_held(strategy)
+    cost = {"train_flops": meter.train_flops(), "memory_samples": held[0], "memory_bytes": held[1],
+            "trainable_params": trainable_parameters(model), "label": config.strategy,
+            "flop_counting": {**meter.record(), "consolidation_flops": "not counted (inside Avalanche's loop)"}}
     return Trained(plugin.evaluator, losses, np.array(plugin.tasks), np.array(plugin.iter_seconds),
                    plugin.eval_seconds, {"name": config.strategy, "library": "avalanche-lib 0.6.0",
-                                         "setting": scenario.setting, **config.params},
+                                         "setting": scenario.setting, **params,
+                                         **({"memory_capacity": capacity} if capacity else {})},
                    {"ordering": "avalanche data loaders", "batch_size": config.batch_size,
                     "epochs": config.epochs, "iterations_total": len(losses),
                     "iterations_per_epoch_clbench": [math.ceil(len(t.train) / config.batch_size)
-                                                     for t in scenario.tasks]})
+                                                     for t in scenario.tasks]}, cost)
+
+
+def _capacity(name: str, params: dict, n_tasks: int) -> int | None:
+    """Samples an Avalanche strategy may hold, from the parameter that sets its memory."""
+    if name not in _MEMORY:
+        return None
+    param, how = _MEMORY[name]
+    value = params.get(param)
+    if value is None:
+        return None
+    return int(value) if how == "total" else int(value) * n_tasks
+
+
+def _memory_held(strategy) -> tuple[int, int]:
+    """``(samples, bytes)`` in an Avalanche strategy's memory, read from its plugins' buffers
+    (Replay-style storage policies, GEM's and AGEM's per-experience tensors)."""
+    samples = nbytes = 0
+    for plugin in getattr(strategy, "plugins", []):
+        policy = getattr(plugin, "storage_policy", None)
+        if policy is not None and getattr(policy, "buffer", None) is not None:
+            samples += len(policy.buffer)
+        for attr in ("memory_x", "buffers"):
+            store = getattr(plugin, attr, None)
+            if isinstance(store, dict):
+                for v in store.values():
+                    if isinstance(v, torch.Tensor):
+                        samples += len(v)
+                        nbytes += v.element_size() * v.nelement()
+    return samples, nbytes
