@@ -209,6 +209,8 @@ def list_(what):
         for name, entry in REGISTRY.items():
             params = ", ".join(f"{k}={v}" for k, v in entry.params().items() if k not in entry.fixed)
             click.echo(f"{name:<14} {entry.summary}\n{'':<14} {params or '(no parameters)'}")
+        click.echo(f"{'':<14} (memory strategies take the experiment's --memory budget, a per-scenario default, "
+                   "unless their own memory parameter is set)")
         click.echo(f"{'avalanche:NAME':<14} an Avalanche 0.6 strategy in its own loop, evaluated by clbench: "
                    f"{', '.join(AVALANCHE)}\n{'':<14} (its own keyword parameters, e.g. --param ewc_lambda=100)")
     elif what == "metrics":
