@@ -248,8 +248,8 @@ def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, 
 
 def train_avalanche(config, scenario: Scenario, device, progress=None):
     """The runner's Avalanche path: same model, optimiser, batch size, epochs and test subsets."""
-    from clbench.cost import CostMeter, trainable_parameters
-    from clbench.runner import Trained, budgeted_params, build_model_and_optimizer
+    from clbench.cost import CostMeter
+    from clbench.runner import Trained, budgeted_params, build_model_and_optimizer, run_cost
 
     if config.augment != "none":
         raise InputError(f"avalanche:* strategies train on clbench's tensors without augmentation; "
@@ -281,9 +281,8 @@ def train_avalanche(config, scenario: Scenario, device, progress=None):
     losses = torch.stack(plugin.losses).float().cpu().numpy() if plugin.losses else np.zeros(0)
     capacity = _capacity(name, params, len(scenario.tasks))
     held = _memory_held(strategy)
-    cost = {"train_flops": meter.train_flops(), "memory_samples": held[0], "memory_bytes": held[1],
-            "trainable_params": trainable_parameters(model), "label": config.strategy,
-            "flop_counting": {**meter.record(), "consolidation_flops": "not counted (inside Avalanche's loop)"}}
+    cost = run_cost(meter, held, model, config.strategy)
+    cost["flop_counting"]["consolidation_flops"] = "not counted (inside Avalanche's loop)"
     return Trained(plugin.evaluator, losses, np.array(plugin.tasks), np.array(plugin.iter_seconds),
                    plugin.eval_seconds, {"name": config.strategy, "library": "avalanche-lib 0.6.0",
                                          "setting": scenario.setting, **params,
