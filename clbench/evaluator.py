@@ -60,8 +60,7 @@ class Evaluator:
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.generator = torch.Generator().manual_seed(int(seed) * 7 + 3)
-        #: "test" (reported results) or "val" (held-out training samples: for choosing hyperparameters)
-        self.split = split
+        # "test" (reported results) or "val" (held-out training samples: for choosing hyperparameters)
         tests = [t.split(split) for t in scenario.tasks]
         full = [torch.arange(len(d)) for d in tests]
         # The pool holds every test sample when resampling, the fixed subsets otherwise.

@@ -76,10 +76,6 @@ class ViewBatch(Strategy):
     def augment(self):
         return self.inner.augment
 
-    @property
-    def consolidated(self):
-        return self.inner.consolidated
-
     def memory_held(self):
         return self.inner.memory_held()
 
