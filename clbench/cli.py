@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -57,33 +58,27 @@ def cli() -> None:
 @click.option("--config", "config_path", type=click.Path(), help="experiment.toml describing the experiment")
 @click.option("--name", help="experiment name (folder under results/)")
 @click.option("--out", type=click.Path(), help="experiment folder [results/<name>]")
-@click.option("--jobs", type=int, default=1, show_default=True, help="independent runs in parallel processes")
+@click.option("--threads", type=int, help="CPU threads of each run, fixed whatever --jobs is, so results do not "
+              "depend on the executor [1]")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="independent runs in parallel processes")
 @click.option("--force", is_flag=True, help="rerun runs whose results already exist")
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_tasks, eval_every, eval_subset,
         eval_resample, eval_precision, dense_after_switch, epochs, iterations, batch_size, lr, model, memory, augment,
-        val_fraction, eval_on, ordering,
-        ordering_params, orderings, device, data_root, config_path, name, out, jobs, force, plots, quiet):
+        val_fraction, eval_on, ordering, ordering_params, orderings, device, data_root, config_path, name, out,
+        threads, jobs, force, plots, quiet):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
     """
-    from clbench.experiment import (
-        Experiment,
-        load_toml,
-        parse_names,
-        parse_params,
-        parse_seeds,
-        run_experiment,
-    )
+    from clbench.experiment import Experiment, load_toml, parse_names, parse_params, parse_seeds, run_experiment
     from clbench.leaderboard import people_table, to_text, write_leaderboard
-    from clbench.runner import check_device
     from scenarios.registry import SCENARIOS
     from strategies.registry import REGISTRY
 
-    base = load_toml(config_path) if config_path else {}
-    exp = Experiment(**base)
+    base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
     changes: dict = {}
     if scenarios_:
         changes["scenarios"] = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario")
@@ -97,17 +92,16 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
     if seed is not None:
         changes["seeds"] = [seed]
     if params:
-        merged = {k: dict(v) for k, v in exp.params.items()}
+        merged = {k: dict(v) for k, v in base.params.items()}
         for k, v in parse_params(list(params)).items():
             merged.setdefault(k, {}).update(v)
         changes["params"] = merged
-    sc_opts = dict(exp.scenario_options)
+    sc_opts = dict(base.scenario_options)
     if setting:
         sc_opts["setting"] = setting
-    if class_order:
-        sc_opts["class_order"] = class_order if class_order in ("fixed", "seed") else [
-            int(c) for c in class_order.split(",")]
-    if n_tasks:
+    if class_order is not None:
+        sc_opts["class_order"] = _class_order(class_order)
+    if n_tasks is not None:
         sc_opts["n_tasks"] = n_tasks
     changes["scenario_options"] = sc_opts
     if ordering_params:
@@ -124,34 +118,50 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
                            eval_precision=eval_precision,
                            dense_after_switch=dense_after_switch, epochs=epochs, iterations=iterations,
                            batch_size=batch_size, lr=lr, model=model, memory=memory, augment=augment,
-                           val_fraction=val_fraction, eval_on=eval_on, ordering=ordering, orderings=orderings,
-                           device=device,
-                           data_root=data_root, name=name).items():
+                           val_fraction=val_fraction, eval_on=eval_on, threads=threads, ordering=ordering,
+                           orderings=orderings, device=device, data_root=data_root, name=name).items():
         if value is not None:
             changes[key] = value
-    if "eval_subset" in changes and str(changes["eval_subset"]).lower() != "all":
-        try:
-            changes["eval_subset"] = int(changes["eval_subset"])
-        except ValueError:
-            raise InputError(f"--eval-subset must be a number of samples or 'all', not {eval_subset!r}") from None
     if name is None and not config_path and "scenarios" in changes:
         changes["name"] = "-".join(changes["scenarios"])
         if changes.get("ordering", "sequential") != "sequential":
             changes["name"] += f"-{changes['ordering']}"
-    exp = dataclasses.replace(exp, **changes)
-    if jobs < 1:
-        raise InputError(f"--jobs must be at least 1, not {jobs}")
-    check_device(exp.device)
+    exp = Experiment.from_mapping({**dataclasses.asdict(base), **changes}, "")
     root = Path(out) if out else Path("results") / exp.name
     counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet)
     lb = write_leaderboard([root], root)
-    if plots and not lb.empty:
+    if plots and not lb.empty and (lb["n_seeds"] > 0).any():
         from clbench.plots import plot_all
 
         plot_all([root], root / "plots")
-    click.echo(to_text(people_table(lb)))
+    if not lb.empty:
+        click.echo(to_text(people_table(lb)))
     click.echo(f"\n{counts['done']} run(s) done, {counts['skipped']} already complete; results in {root}/ "
                f"(leaderboard.csv, leaderboard.md{', plots/' if plots else ''})")
+    if counts["failed"]:
+        first = counts["failures"][0]
+        raise RunsFailed(f"{counts['failed']} run(s) failed, the rest finished and are in the leaderboard "
+                         f"(first: {first.config.strategy} seed {first.config.seed}: {first.error}; "
+                         f"details in each run folder's error.json); run the same command again to retry them")
+
+
+def _class_order(text: str):
+    if text in ("fixed", "seed"):
+        return text
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise InputError(f"--class-order must be fixed, seed or a comma-separated list of class numbers, "
+                         f"not {text!r}") from None
+
+
+class RunsFailed(click.ClickException):
+    """Some runs of an experiment raised: exit 1 (bad input is 2) with one line saying so."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"clbench: {self.message}", err=True)
 
 
 @cli.command()
@@ -226,25 +236,41 @@ def list_(what):
             click.echo(f"{name:<12} {p or '(no parameters)'}")
 
 
-def main() -> None:
-    """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
+def entry(argv: list[str] | None = None) -> int:
+    """The command line as a function returning its exit code: bad input (a click usage error or
+    an ``InputError``) is one line on stderr and 2, failed runs 1, an interruption 130; never a
+    traceback for any of them."""
+    from clbench.experiment import Interrupted
+
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="clbench", standalone_mode=False)
+        return 0
     except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
+    except click.UsageError as e:
+        click.echo(f"clbench: error: {e.format_message()}", err=True)
+        return 2
     except click.ClickException as e:
         e.show()
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except InputError as e:
         click.echo(f"clbench: error: {e}", err=True)
-        sys.exit(2)
+        return 2
+    except Interrupted as e:
+        again = shlex.join(["clbench", *(sys.argv[1:] if argv is None else argv)])
+        click.echo(f"\nclbench: interrupted; {e.complete} of {e.total} runs are complete and kept in {e.root}/ "
+                   f"— resume with: {again}", err=True)
+        return 130
     except KeyboardInterrupt:
-        click.echo("\nclbench: interrupted; completed runs are kept — run the same command again to resume",
-                   err=True)
-        sys.exit(130)
+        click.echo("\nclbench: interrupted; nothing incomplete was kept — run the same command again", err=True)
+        return 130
+
+
+def main() -> None:
+    sys.exit(entry())
 
 
 if __name__ == "__main__":

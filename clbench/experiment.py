@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import tomllib
+from pydantic import AfterValidator, Field
 
-import scenarios
 from clbench import io
 from clbench.catalog import coerce_params, strategy_entry
-from clbench.runner import RunConfig, RunSettings, budgeted_params, is_complete, run
+from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, is_complete, validated
 from scenarios.errors import InputError
 from scenarios.registry import scenario_spec
+from strategies.params import Count, NonNegativeInt
 
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
@@ -38,33 +37,25 @@ RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings) if f.name n
 class Experiment(RunSettings):
     """Scenarios x strategies x seeds (x orderings), all run with the same ``RunSettings``."""
 
-    name: str = "default"
-    scenarios: list[str] = field(default_factory=lambda: ["split-digits"])
-    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    name: ExperimentName = "default"
+    scenarios: Annotated[list[str], Field(min_length=1)] = field(default_factory=lambda: ["split-digits"])
+    strategies: Annotated[list[str], Field(min_length=1)] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    seeds: Seeds = field(default_factory=lambda: [0, 1, 2])
     #: per strategy: {"er": {"mem_size": 500}}; the key "*" applies to every strategy that has the parameter
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: run every (scenario, strategy, seed) over this many seeded orderings (class order + stream);
     #: with more than one, the class order defaults to "seed"
-    orderings: int = 1
+    orderings: Count = 1
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], what: str = "experiment") -> Experiment:
+        """An experiment from TOML or command-line values, every field's type and range checked."""
+        return validated(cls, dict(values), what)
 
     def validate(self) -> Experiment:
-        if not self.scenarios or not self.strategies or not self.seeds:
-            raise InputError("an experiment needs at least one scenario, one strategy and one seed")
-        if self.orderings < 1:
-            raise InputError(f"--orderings must be at least 1, not {self.orderings}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise InputError(f"--eval-every must be at least 1, not {self.eval_every}")
-        if self.memory is not None and self.memory < 0:
-            raise InputError(f"--memory must be a number of samples >= 0, not {self.memory}")
-        if self.augment is not None:
-            from strategies.augment import check_family
-
-            check_family(self.augment)
-        if not 0.0 <= float(self.val_fraction) < 1.0:
-            raise InputError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
-        if self.eval_on not in ("test", "val"):
-            raise InputError(f"--eval-on must be test or val, not {self.eval_on!r}")
+        """Everything a run checks before its first update, for every scenario x strategy, so a bad
+        value fails now and not after hours of other runs (and before anything is written)."""
+        self = validated(Experiment, dataclasses.asdict(self), "experiment")
         if self.eval_on == "val" and float(self.val_fraction) == 0.0:
             raise InputError("--eval-on val needs a validation split: --val-fraction must be > 0")
         for s in self.scenarios:
@@ -78,21 +69,13 @@ class Experiment(RunSettings):
             for k in values:
                 if not any(k in strategy_entry(t).params() for t in targets):
                     raise InputError(f"no strategy in this experiment has a parameter {k!r}")
-        for s in self.strategies:  # bad values fail now, not after hours of other runs
+        for s in self.strategies:
             coerce_params(s, self.strategy_params(s))
-        for s in self.scenarios:  # so do missing data and bad scenario options (data loads are cached)
-            sc = scenarios.build(s, seed=self.seeds[0], root=self.data_root, val_fraction=self.val_fraction,
-                                 **self.scenario_options_for_runs())
-            for st in self.strategies:  # and a budget a strategy cannot spend (GEM: fewer samples than tasks)
-                cfg = RunConfig(scenario=s, strategy=st, memory=self.memory, params=self.strategy_params(st))
-                budgeted_params(cfg.resolved(sc), len(sc.tasks))
-            if self.ordering != "sequential" or self.ordering_params:  # the ordering's parameters too
-                from scenarios.orderings import make_stream
-
-                cfg = RunConfig(scenario=s, batch_size=self.batch_size, epochs=self.epochs,
-                                iterations=self.iterations).resolved(sc)
-                make_stream(sc, self.ordering, seed=0, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                            iterations=cfg.iterations, **self.ordering_params)
+        first = {(c.scenario, c.strategy): c for c in reversed(self.run_configs())}
+        for s in self.scenarios:  # missing or malformed data, bad scenario options
+            scenario = build_scenario(first[s, self.strategies[0]])
+            for st in self.strategies:  # the model, budget, stream, evaluator and schedule of each strategy
+                check_run(first[s, st], scenario)
         return self
 
     def strategy_params(self, strategy: str) -> dict[str, Any]:
@@ -117,6 +100,22 @@ class Experiment(RunSettings):
         d = dataclasses.asdict(self)
         d["device_type"] = self.device.split(":")[0]
         return {k: d[k] for k in RUN_SETTINGS}
+
+
+def _distinct_seeds(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seed list {seeds} repeats a seed")
+    return seeds
+
+
+def _folder_name(name: str) -> str:
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError("must be a folder name (no '/', not '.' or '..')")
+    return name
+
+
+Seeds = Annotated[list[NonNegativeInt], Field(min_length=1), AfterValidator(_distinct_seeds)]
+ExperimentName = Annotated[str, Field(min_length=1), AfterValidator(_folder_name)]
 
 
 def run_dir(root: Path, config: RunConfig) -> Path:
@@ -223,8 +222,8 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
     path = root / "experiment.toml"
     if path.is_file() and not force:
         try:
-            old = Experiment(**tomllib.loads(path.read_text()))
-        except (tomllib.TOMLDecodeError, TypeError):
+            old = Experiment.from_mapping(tomllib.loads(path.read_text()))
+        except (tomllib.TOMLDecodeError, InputError, OSError):
             raise InputError(f"{root} holds an unreadable experiment.toml; "
                              "choose another --out or use --force") from None
         if old.identity() != exp.identity():
@@ -243,56 +242,80 @@ def _union(a: list, b: list) -> list:
     return list(dict.fromkeys([*a, *b]))
 
 
-def _run_one(config: RunConfig, out: str, threads: int) -> dict:
-    import torch
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during an experiment: what was kept, for the one line the CLI prints."""
 
-    torch.set_num_threads(threads)
-    return run(config, out).summary
+    def __init__(self, root: Path, complete: int, total: int):
+        super().__init__(f"{complete} of {total} runs complete in {root}")
+        self.root, self.complete, self.total = root, complete, total
+
+
+def check_output(root: Path) -> None:
+    """Create the experiment folder, or say in one line why it cannot be."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out {root} is a file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = io.staging_dir(root / ".write-test")
+        probe.rmdir()
+    except OSError as e:
+        raise InputError(f"cannot write results to {root}: {e.strerror or e}") from None
 
 
 def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: int = 1, show_progress: bool = True,
-                   on_done=None) -> dict[str, int]:
-    """Run every missing run of ``exp`` under ``root``; returns counts of runs done and skipped."""
+                   on_done=None, executor=None) -> dict[str, Any]:
+    """Run every missing run of ``exp`` under ``root``. Everything is checked before anything is
+    written; a run that fails is recorded in its folder (``error.json``) and the others go on.
+    Returns counts of runs done, skipped and failed, and the failures' outcomes.
+
+    ``executor(todo)`` (optional) yields an ``Outcome`` per ``(config, out)`` pair; the default is
+    this process (``jobs=1``) or a local process pool."""
     from tqdm import tqdm
 
-    exp.validate()
-    root.mkdir(parents=True, exist_ok=True)
-    prepare_folder(exp, root, force)
-    todo = [c for c in exp.run_configs() if force or not is_complete(run_dir(root, c))]
-    skipped = len(exp.run_configs()) - len(todo)
-    overall = tqdm(total=len(todo), desc="runs", unit="run", disable=not show_progress, position=0)
-    if jobs <= 1 or len(todo) <= 1:
-        for config in todo:
-            overall.set_postfix_str(f"{config.scenario} {config.strategy} seed{config.seed}")
-            summary = run(config, run_dir(root, config), progress=_run_bar(config, show_progress)).summary
-            _warn_divergence(config, summary)
-            overall.update(1)
-            if on_done:
-                on_done(config, summary)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        import multiprocessing
+    from clbench import executors
 
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, c, str(run_dir(root, c)), threads): c for c in todo}
-            for f in as_completed(futures):
-                config = futures[f]
-                summary = f.result()
-                _warn_divergence(config, summary)
-                overall.update(1)
-                if on_done:
-                    on_done(config, summary)
+    exp = exp.validate()
+    check_output(root)
+    prepare_folder(exp, root, force)
+    configs = exp.run_configs()
+    todo = [(c, run_dir(root, c)) for c in configs if force or not is_complete(run_dir(root, c))]
+    if executor is None:
+        executor = (lambda t: executors.serial(t, lambda c: _run_bar(c, show_progress))) \
+            if jobs <= 1 or len(todo) <= 1 else (lambda t: executors.process_pool(t, jobs))
+    overall = tqdm(total=len(todo), desc="runs", unit="run", disable=not show_progress, position=0)
+    failed: list[executors.Outcome] = []
+    done = 0
+    try:
+        for outcome in executor(todo):
+            overall.update(1)
+            if outcome.failed:
+                failed.append(outcome)
+                tqdm.write(f"error: {_name(outcome.config)} failed: {outcome.error} "
+                           f"(details in {outcome.out / executors.ERROR_FILE})", file=sys.stderr)
+                continue
+            done += 1
+            _warn_divergence(outcome.config, outcome.summary)
+            if on_done:
+                on_done(outcome.config, outcome.summary)
+    except KeyboardInterrupt:
+        overall.close()
+        raise Interrupted(root, sum(is_complete(run_dir(root, c)) for c in configs), len(configs)) from None
     overall.close()
-    return {"done": len(todo), "skipped": skipped}
+    return {"done": done, "skipped": len(configs) - len(todo), "failed": len(failed), "failures": failed}
+
+
+def _name(config: RunConfig) -> str:
+    order = "" if config.ordering_seed is None else f" ordering {config.ordering_seed}"
+    return f"{config.scenario} {config.strategy} seed {config.seed}{order}"
 
 
 def _warn_divergence(config: RunConfig, summary: dict) -> None:
     if summary.get("diverged_at"):
         from tqdm import tqdm
 
-        tqdm.write(f"warning: {config.scenario} {config.strategy} seed {config.seed} diverged at iteration "
-                   f"{summary['diverged_at']} (non-finite loss); its metrics are those of a broken model — "
-                   "lower --lr or the strategy's strength", file=sys.stderr)
+        tqdm.write(f"warning: {_name(config)} diverged at iteration {summary['diverged_at']} "
+                   f"({summary.get('divergence', 'see metrics.diverged_at')}); its metrics are those of a broken "
+                   "model and it ranks last — lower --lr or the strategy's strength", file=sys.stderr)
 
 
 def _run_bar(config: RunConfig, show: bool):

@@ -14,11 +14,21 @@ from typing import Any
 import pandas as pd
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a temporary sibling, then rename it over ``path``. The file gets the permissions
+    an ordinary ``open`` would (0666 less the umask), not ``mkstemp``'s private 0600, so results
+    can be shared as the user's umask says."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -55,7 +65,9 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> None:
 def staging_dir(final: Path) -> Path:
     """A fresh temporary sibling of ``final`` to fill before ``commit_dir``."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700, widened to what mkdir would give
+    return staging
 
 
 def commit_dir(staging: Path, final: Path) -> None:

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from clbench import io, metrics
+from clbench.executors import ERROR_FILE
 from clbench.runner import is_complete
+from scenarios.errors import InputError
 
 METRICS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
            "gap_iters_to_recover", "gap_unrecovered", "wall_seconds", "train_iters_per_second",
@@ -40,14 +42,53 @@ def run_folders(roots: list[Path]) -> list[Path]:
     return found
 
 
+def failed_runs(roots: list[Path]) -> pd.DataFrame:
+    """One row per run folder that holds an ``error.json`` and no complete result: scenario,
+    strategy, seed, error, folder."""
+    rows = []
+    for root in roots:
+        for err in sorted(Path(root).glob(f"runs/*/*/seed*/{ERROR_FILE}")):
+            if not is_complete(err.parent):
+                rec = read_result(err, io.read_json)
+                rows.append({"scenario": err.parts[-4], "strategy": err.parts[-3], "run": err.parts[-2],
+                             "error": rec.get("error", "") if isinstance(rec, dict) else "",
+                             "run_dir": str(err.parent)})
+    return pd.DataFrame(rows, columns=["scenario", "strategy", "run", "error", "run_dir"])
+
+
+def read_result(path: Path, reader):
+    """A result file, or one sentence naming it when it is corrupt (``clbench report`` on a
+    damaged folder must say which file to delete, not print a traceback)."""
+    try:
+        return reader(path)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        why = (str(e).splitlines() or [""])[0]
+        raise InputError(f"{path} is unreadable or corrupt ({type(e).__name__}: {why}); "
+                         "delete its run folder and run the experiment again to redo it") from None
+
+
+def read_curves(path: Path) -> pd.DataFrame:
+    log = pd.read_csv(path)
+    missing = [c for c in metrics.LOG_COLUMNS if c not in log]
+    if missing or log.empty:
+        raise ValueError(f"no {', '.join(missing)} column" if missing else "no rows")
+    return log
+
+
 def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
     """One row per run: its summary.json flattened (parameters as canonical JSON). With
-    ``recompute`` the metrics are computed again from curves.csv (the current definitions)."""
+    ``recompute`` the metrics (and the divergence rule) are computed again from curves.csv and
+    train.csv (the current definitions)."""
     rows = []
     for d in run_folders(roots):
-        s = io.read_json(d / "summary.json")
+        s = read_result(d / "summary.json", io.read_json)
+        if not isinstance(s, dict) or not {"scenario", "strategy", "seed"} <= set(s):
+            raise InputError(f"{d / 'summary.json'} is not a run summary; delete its run folder and run the "
+                             "experiment again to redo it")
         if recompute:
-            s.update(metrics.summarize(pd.read_csv(d / "curves.csv")))
+            s.update(read_result(d / "curves.csv", lambda p: metrics.summarize(read_curves(p))))
+            losses = read_result(d / "train.csv", lambda p: pd.read_csv(p)["loss"].to_numpy(dtype=float))
+            s.update(diverged_at=metrics.diverged_at(losses), divergence=metrics.DIVERGENCE_RULE)
         s["params"] = json.dumps(s.get("params") or {}, sort_keys=True)
         s["run_dir"] = str(d)
         rows.append(s)
@@ -58,10 +99,16 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
     return df
 
 
-def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1; 0 with one seed... NaN) per scenario x strategy x parameters, sorted by ACC."""
-    if runs.empty:
+def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean and sample std (ddof=1; NaN with one seed) per scenario x strategy x parameters, sorted
+    by ACC within each scenario, rows with a diverged run last (their metrics describe a broken
+    model and must never read as the best). ``failed`` (``failed_runs``) adds each row's count of
+    runs that raised, and a row for a strategy none of whose runs finished."""
+    failed = failed if failed is not None else pd.DataFrame(columns=["scenario", "strategy"])
+    if runs.empty and failed.empty:
         return pd.DataFrame()
+    if runs.empty:
+        runs = pd.DataFrame(columns=["scenario", "setting", "strategy", "params", "seed"])
     keys = ["scenario", "setting", "strategy", "params"]
     out = []
     for key, g in runs.groupby(keys, sort=False):
@@ -81,12 +128,22 @@ def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_mean"] = float(v.mean()) if len(v) else float("nan")
             row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
         out.append(row)
+    n_failed = failed.groupby(["scenario", "strategy"]).size().to_dict() if len(failed) else {}
+    for scenario, strategy in n_failed:  # strategies none of whose runs finished
+        if not any(r["scenario"] == scenario and r["strategy"] == strategy for r in out):
+            out.append({"scenario": scenario, "setting": "", "strategy": strategy, "params": "{}", "n_seeds": 0,
+                        "seeds": "", "n_diverged": 0, "label": strategy, "uses_memory": False,
+                        "memory_budget": None, "budget_overridden": "",
+                        **{f"{m}_{s}": float("nan") for m in METRICS for s in ("mean", "std")}})
     lb = pd.DataFrame(out)
+    lb["n_failed"] = [n_failed.get((r.scenario, r.strategy), 0) for r in lb.itertuples()]
     if "ordering_seed" in runs and runs["ordering_seed"].notna().any():
         lb = _ordering_spread(runs, lb, keys)
-    order = {s: i for i, s in enumerate(dict.fromkeys(runs["scenario"]))}
+    order = {s: i for i, s in enumerate(dict.fromkeys([*runs["scenario"], *failed["scenario"]]))}
     lb["_o"] = lb["scenario"].map(order)
-    return lb.sort_values(["_o", "acc_mean"], ascending=[True, False]).drop(columns="_o").reset_index(drop=True)
+    lb["_diverged"] = lb["n_diverged"] > 0
+    return lb.sort_values(["_o", "_diverged", "acc_mean"], ascending=[True, True, False], na_position="last") \
+        .drop(columns=["_o", "_diverged"]).reset_index(drop=True)
 
 
 def _ordering_spread(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -135,9 +192,10 @@ def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     """The leaderboard for people: accuracies in percent, mean ± std."""
     metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_iters_to_recover",
                           "gap_unrecovered", *COST]
-    t = lb[["scenario", "strategy", "n_seeds"]].copy()
+    t = lb[["scenario", "strategy"]].copy()
     if "label" in lb:
         t["strategy"] = lb["label"].fillna(lb["strategy"])
+    t["runs"] = [_runs_cell(r) for r in lb.itertuples()]
     for m in metrics:
         t[LABELS[m]] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], lb[f"{m}_std"])]
     if "acc_order_std" in lb:
@@ -148,6 +206,13 @@ def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
         t["rank changes"] = [f"{int(c)}/{int(n)} (ranks {int(b)}-{int(w)})" for c, n, b, w in
                              zip(lb["rank_changes"], lb["n_orderings"], lb["rank_best"], lb["rank_worst"])]
     return t
+
+
+def _runs_cell(row) -> str:
+    """Runs behind a row, with the diverged and failed ones said where there are any."""
+    notes = [f"{row.n_diverged} DIVERGED"] if getattr(row, "n_diverged", 0) else []
+    notes += [f"{row.n_failed} FAILED"] if getattr(row, "n_failed", 0) else []
+    return f"{row.n_seeds}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -163,7 +228,8 @@ def to_text(table: pd.DataFrame) -> str:
 
 def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False) -> pd.DataFrame:
     """Rebuild leaderboard.csv and leaderboard.md in ``out`` from the runs below ``roots``."""
-    lb = leaderboard(collect(roots, recompute))
+    failed = failed_runs(roots)
+    lb = leaderboard(collect(roots, recompute), failed)
     if lb.empty:
         return lb
     io.write_csv(out / "leaderboard.csv", lb)
@@ -172,11 +238,23 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False) -> 
             "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted by torch's FlopCounterMode on sampled "
             "steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, MB), "
             "trainable parameters, wall seconds per run.\n\n")
-    fairness = fairness_notes(lb)
+    fairness = fairness_notes(lb) + reliability_notes(lb, failed)
     body = to_markdown(people_table(lb))
     io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + body +
                          ("\n" + "\n".join(f"- {n}" for n in fairness) + "\n" if fairness else ""))
     return lb
+
+
+def reliability_notes(lb: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
+    """Sentences on the runs a row's numbers do not come from, or come from a broken model."""
+    notes = []
+    for r in lb[lb["n_diverged"] > 0].itertuples():
+        notes.append(f"{r.scenario}: {r.label} — {r.n_diverged} of {r.n_seeds} run(s) DIVERGED "
+                     f"({metrics.DIVERGENCE_RULE}); the row ranks last whatever its metrics say.")
+    for r in failed.itertuples():
+        notes.append(f"{r.scenario}: {r.strategy} {r.run} FAILED ({r.error}); not in the means — see "
+                     f"{Path(r.run_dir) / ERROR_FILE}.")
+    return notes
 
 
 def fairness_notes(lb: pd.DataFrame) -> list[str]:

@@ -280,3 +280,30 @@ METRIC_DESCRIPTIONS = {
     "gap_iters_to_recover": "mean updates until back within 0.01 of the pre-switch accuracy (pairs that dipped)",
     "gap_unrecovered": "fraction of the dipped (task, transition) pairs that never recovered during the transition",
 }
+
+
+#: a loss whose running median exceeds this many times its starting value has diverged
+DIVERGENCE_FACTOR = 100.0
+#: iterations in the starting value and in the running median (a single spike is not divergence)
+DIVERGENCE_WINDOW = 10
+DIVERGENCE_RULE = (f"loss not finite, or its median over {DIVERGENCE_WINDOW} consecutive iterations above "
+                   f"{DIVERGENCE_FACTOR:g}x the median of the first {DIVERGENCE_WINDOW}")
+
+
+def diverged_at(losses: np.ndarray) -> int | None:
+    """The first iteration (1-based) at which training diverged, or None: the loss is not finite,
+    or the median of ``DIVERGENCE_WINDOW`` consecutive losses ending there exceeds
+    ``DIVERGENCE_FACTOR`` times the median of the first ``DIVERGENCE_WINDOW`` losses (the starting
+    value; at least 1e-3, so a task learnt to a zero loss is not a reference). A diverged run's
+    metrics describe a broken model: the leaderboard marks it and ranks it last."""
+    losses = np.asarray(losses, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    first = int(bad[0]) if len(bad) else len(losses)
+    w = DIVERGENCE_WINDOW
+    if first >= w:
+        start = max(float(np.median(losses[:w])), 1e-3)
+        rolling = np.median(np.lib.stride_tricks.sliding_window_view(losses[:first], w), axis=1)
+        high = np.flatnonzero(rolling > DIVERGENCE_FACTOR * start)
+        if len(high):
+            return int(high[0]) + w
+    return first + 1 if len(bad) else None

@@ -13,17 +13,22 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clbench import metrics
-from clbench.leaderboard import run_folders
+from clbench import io, metrics
+from clbench.leaderboard import read_curves, read_result, run_folders
 
 
 def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
-    """{(scenario, strategy): {run folder name (seed<k>[-order<o>]): curves}}"""
+    """{(scenario, strategy): {run folder name (seed<k>[-order<o>]): curves}}; a strategy with a
+    diverged run is named "<strategy> (k DIVERGED)" in every plot, as in the leaderboard."""
     out: dict[tuple[str, str], dict[str, pd.DataFrame]] = {}
+    diverged: dict[tuple[str, str], int] = {}
     for d in run_folders(roots):
         scenario, strategy, run = d.parts[-3], d.parts[-2], d.parts[-1]
-        out.setdefault((scenario, strategy), {})[run] = pd.read_csv(d / "curves.csv")
-    return out
+        out.setdefault((scenario, strategy), {})[run] = read_result(d / "curves.csv", read_curves)
+        summary = read_result(d / "summary.json", io.read_json)
+        diverged[scenario, strategy] = diverged.get((scenario, strategy), 0) + bool(summary.get("diverged_at"))
+    return {(sc, f"{st} ({diverged[sc, st]} DIVERGED)" if diverged[sc, st] else st): runs
+            for (sc, st), runs in out.items()}
 
 
 def seen_mean(log: pd.DataFrame) -> pd.Series:
@@ -50,8 +55,8 @@ def _mark(ax, bounds: list[int]) -> None:
 
 
 def plot_all(roots: list[Path], out: Path) -> list[Path]:
+    data = _load(roots)  # every file read (and a corrupt one refused) before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    data = _load(roots)
     files = []
     for scenario in dict.fromkeys(k[0] for k in data):
         runs = {st: seeds for (sc, st), seeds in data.items() if sc == scenario}
@@ -93,7 +98,7 @@ def _per_task(scenario, strategy, seeds, out) -> Path:
            title=f"{scenario} / {strategy} ({seed}): each task from its start; "
                  "dips after boundaries = stability gap")
     ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, out / f"{scenario}_tasks_{strategy}.png")
+    return _save(fig, out / f"{scenario}_tasks_{strategy.split(' ')[0]}.png")
 
 
 def _gap_zoom(scenario, runs, out) -> Path:

@@ -4,17 +4,19 @@ evaluate continually, write the run folder. Multi-run experiments call ``run`` o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 
 import scenarios
 from clbench import io, metrics
@@ -24,8 +26,39 @@ from clbench.evaluator import Evaluator, Schedule, subset_size
 from scenarios.errors import InputError
 from scenarios.orderings import make_stream
 from strategies import build_model, create
+from strategies.augment import Family
+from strategies.params import Count, NonNegativeInt, describe
 
 RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.json")
+
+# Types and ranges of the settings, declared next to each field below and checked by pydantic
+# (``validated``) before anything runs.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Momentum = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+ValFraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+
+def _eval_subset(value: int | str) -> int | str:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n < 1 or (isinstance(value, float) and value != n):
+        raise ValueError("must be a number of samples per task (at least 1) or 'all'")
+    return n
+
+
+EvalSubset = Annotated[int | str, BeforeValidator(_eval_subset)]
+
+
+def validated(cls: type, values: dict[str, Any], what: str):
+    """``cls(**values)`` with every field's declared type and range checked (one line on error)."""
+    try:
+        return TypeAdapter(cls).validate_python(values)
+    except ValidationError as e:
+        raise InputError(describe(e, what)) from None
 
 
 @dataclass
@@ -36,27 +69,32 @@ class RunSettings:
     scenario_options: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
-    optimizer: str | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    batch_size: int | None = None
-    epochs: float | None = None
-    iterations: int | None = None
-    eval_every: int | None = 1
-    eval_subset: int | str = 1000
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: Positive | None = None
+    momentum: Momentum | None = None
+    batch_size: Count | None = None
+    epochs: Positive | None = None
+    iterations: Count | None = None
+    eval_every: Count | None = 1
+    #: evaluation samples per task, or "all"
+    eval_subset: EvalSubset = 1000
     eval_resample: bool = False
-    eval_precision: str = "fp32"
-    dense_after_switch: int = 0
+    eval_precision: Literal["fp32", "bf16"] = "fp32"
+    dense_after_switch: NonNegativeInt = 0
     ordering: str = "sequential"
     ordering_params: dict[str, Any] = field(default_factory=dict)
     #: memory budget in samples, the same for every memory-using strategy (None: the scenario's default)
-    memory: int | None = None
+    memory: NonNegativeInt | None = None
     #: training augmentation family of every strategy: none, weak, standard (None: the scenario's default)
-    augment: str | None = None
+    augment: Family | None = None
     #: share of every class's training samples held out for validation (never trained on)
-    val_fraction: float = 0.1
+    val_fraction: ValFraction = 0.1
     #: what the continual evaluation measures: "test" or "val" (choose hyperparameters on val only)
-    eval_on: str = "test"
+    eval_on: Literal["test", "val"] = "test"
+    #: CPU threads of the run's own process (torch intra-op): fixed per run and recorded, because the
+    #: reduction order, hence the last bits of every float, depends on it; so ``--jobs 1``, ``--jobs N``
+    #: and Ray give byte-identical curves
+    threads: Count = 1
     device: str = "cpu"
     data_root: str | None = None
 
@@ -70,10 +108,10 @@ class RunConfig(RunSettings):
 
     scenario: str = "split-digits"
     strategy: str = "finetune"
-    seed: int = 0
+    seed: NonNegativeInt = 0
     params: dict[str, Any] = field(default_factory=dict)
     #: seed of the scenario (class order, permutations) and the stream; None: the run's seed
-    ordering_seed: int | None = None
+    ordering_seed: NonNegativeInt | None = None
 
     def resolved(self, scenario: scenarios.Scenario) -> RunConfig:
         """The config with the scenario's training defaults filled in."""
@@ -207,8 +245,9 @@ def make_schedule(config: RunConfig, bounds: list[tuple[int, int]]) -> Schedule:
 
 
 def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch.device, order_seed: int,
-                  progress=None) -> Trained:
-    """clbench's own loop: the shared stream, ``observe`` per batch, evaluation on schedule."""
+                  progress=None, check_only: bool = False) -> Trained | None:
+    """clbench's own loop: the shared stream, ``observe`` per batch, evaluation on schedule.
+    ``check_only``: build everything the loop uses, then stop before the first update."""
     strategy = build_strategy(config, scenario, device)
     stream = make_stream(scenario, config.ordering, seed=order_seed, batch_size=config.batch_size,
                          epochs=config.epochs, iterations=config.iterations,
@@ -216,6 +255,8 @@ def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch
     evaluator = make_evaluator(config, scenario, device)
     bounds = [(s.start, s.stop) for s in stream.segments]
     schedule = make_schedule(config, bounds)
+    if check_only:
+        return None
     meter = CostMeter(bounds)
     pool_x = stream.pool.x.to(device)
     pool_y = stream.pool.y.to(device)
@@ -266,40 +307,79 @@ def run_cost(meter: CostMeter, held: tuple[int, int], model, label: str) -> dict
             "trainable_params": trainable_parameters(model), "label": label, "flop_counting": meter.record()}
 
 
+def scenario_seed(config: RunConfig) -> int:
+    """The seed of the run's scenario (class order, permutations) and stream."""
+    return config.seed if config.ordering_seed is None else config.ordering_seed
+
+
+def build_scenario(config: RunConfig) -> scenarios.Scenario:
+    return scenarios.build(config.scenario, seed=scenario_seed(config), root=config.data_root,
+                           val_fraction=config.val_fraction, **config.scenario_options)
+
+
+def _train(config: RunConfig, scenario: scenarios.Scenario, device: torch.device, progress=None,
+           check_only: bool = False) -> Trained | None:
+    if is_avalanche(config.strategy):
+        from clbench.interop.avalanche import train_avalanche
+
+        return train_avalanche(config, scenario, device, progress, check_only=check_only)
+    return train_clbench(config, scenario, device, scenario_seed(config), progress, check_only=check_only)
+
+
+def check_run(config: RunConfig, scenario: scenarios.Scenario | None = None) -> None:
+    """Everything ``run`` does before its first update (scenario, model, optimiser, strategy and
+    its budget, stream, evaluator, schedule), without training: an experiment checks each of its
+    scenario x strategy pairs this way before it writes anything."""
+    device = check_device(config.device)
+    scenario = scenario or build_scenario(config)
+    with threads(config.threads):
+        _train(config.resolved(scenario), scenario, device, check_only=True)
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run with ``n`` intra-op CPU threads, restoring the caller's count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(config: RunConfig, out_dir: str | Path | None = None, progress=None) -> RunResult:
     """Train and evaluate one configuration; write the run folder atomically when ``out_dir`` is set.
 
     ``progress`` (optional) is called as ``progress(iteration, total, task, evaluation)`` after
     each evaluation. Strategies named ``avalanche:<Name>`` train in Avalanche's own loop with
-    clbench's evaluator plugged in (``clbench.interop.avalanche``).
+    clbench's evaluator plugged in (``clbench.interop.avalanche``). The run uses ``config.threads``
+    CPU threads whatever process runs it, so its numbers do not depend on the executor.
     """
+    config = validated(RunConfig, dataclasses.asdict(config), "run")
     device = check_device(config.device)
-    t_start = time.perf_counter()
-    order_seed = config.seed if config.ordering_seed is None else config.ordering_seed
-    scenario = scenarios.build(config.scenario, seed=order_seed, root=config.data_root,
-                               val_fraction=config.val_fraction, **config.scenario_options)
-    config = config.resolved(scenario)
-    if is_avalanche(config.strategy):
-        from clbench.interop.avalanche import train_avalanche
+    with threads(config.threads):
+        return _run(config, device, out_dir, progress)
 
-        trained = train_avalanche(config, scenario, device, progress)
-    else:
-        trained = train_clbench(config, scenario, device, order_seed, progress)
+
+def _run(config: RunConfig, device: torch.device, out_dir, progress) -> RunResult:
+    t_start = time.perf_counter()
+    scenario = build_scenario(config)
+    config = config.resolved(scenario)
+    trained = _train(config, scenario, device, progress)
 
     log = pd.DataFrame(trained.evaluator.log_rows(), columns=metrics.LOG_COLUMNS)
     n_total = len(trained.losses)
     train = pd.DataFrame({"iteration": np.arange(1, n_total + 1), "task": trained.task_of_iteration,
                           "loss": trained.losses, "seconds": np.cumsum(trained.train_seconds)})
     train_s = float(trained.train_seconds.sum())
-    bad = np.flatnonzero(~np.isfinite(trained.losses))
     _, budget = budgeted_params(config, len(scenario.tasks))
     cost = {k: v for k, v in trained.cost.items() if k != "flop_counting"}
     summary = {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
                "n_evaluations": len(trained.evaluator.history), "wall_seconds": time.perf_counter() - t_start,
                "train_seconds": train_s, "eval_seconds": trained.eval_seconds,
                "train_iters_per_second": n_total / max(train_s, 1e-9),
-               # first iteration whose loss was not finite (the run diverged), or None
-               "diverged_at": int(bad[0]) + 1 if len(bad) else None,
+               # the first iteration at which the loss diverged (``metrics.DIVERGENCE_RULE``), or None
+               "diverged_at": metrics.diverged_at(trained.losses), "divergence": metrics.DIVERGENCE_RULE,
                **cost, **budget, "memory_capacity": trained.strategy_config.get("memory_capacity"),
                "eval_on": config.eval_on, "augment": config.augment,
                "scenario": scenario.name, "setting": scenario.setting, "strategy": config.strategy,

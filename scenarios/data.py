@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
-SETTINGS = ("class-il", "task-il", "domain-il")
+#: the three settings of van de Ven et al. (2022)
+Setting = Literal["class-il", "task-il", "domain-il"]
+SETTINGS: tuple[str, ...] = get_args(Setting)
 
 
 def seeded_generator(seed: int, *purpose) -> torch.Generator:

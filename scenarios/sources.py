@@ -224,4 +224,23 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
 @functools.lru_cache(maxsize=4)
 def _cached_load(name: str, root: str | None, download: bool, _env_data: str | None, _env_torch: str | None):
     """The environment variables are part of the key: they change where ``root=None`` resolves."""
-    return DATASETS[name].loader(root, download)
+    info = DATASETS[name]
+    train, test, names = info.loader(root, download)
+    for split, data in (("training", train), ("test", test)):
+        check_dataset(info, split, data)
+    return train, test, names
+
+
+def check_dataset(info: DatasetInfo, split: str, data: TensorData) -> None:
+    """Images of the dataset's shape and labels in its range, checked once at load: files of
+    another dataset (32x32 images under MNIST's names) or with stray labels would otherwise fail
+    mid-run or train on nonsense."""
+    shape = tuple(data.x.shape[1:])
+    if shape != info.input_shape:
+        raise InputError(f"the {info.name} {split} images have shape {shape}, not {info.input_shape} "
+                         f"(channels, height, width): these are not {info.name} files")
+    if len(data.y):
+        lo, hi = int(data.y.min()), int(data.y.max())
+        if lo < 0 or hi >= info.n_classes:
+            raise InputError(f"the {info.name} {split} labels run from {lo} to {hi}, outside 0..{info.n_classes - 1}: "
+                             "the label file is corrupt or belongs to another dataset")

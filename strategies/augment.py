@@ -12,6 +12,7 @@ rotation, scale, noise and an erased square).
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch.nn import functional as F
@@ -57,7 +58,9 @@ def strong(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
     return out.masked_fill(erase.unsqueeze(1).to(out.device), 0.0)
 
 
-FAMILIES = ("none", "weak", "standard")
+#: augmentation families, weakest first
+Family = Literal["none", "weak", "standard"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 
 
 def check_family(family: str) -> str:

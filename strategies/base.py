@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from scenarios.data import SETTINGS, Scenario, Task, seeded_generator
+from scenarios.data import Scenario, Setting, Task, seeded_generator
 from scenarios.errors import InputError
 from strategies import augment as augmentation
+from strategies.params import Count, NonNegative, NonNegativeInt, UnitInterval, checked
 
 
 class Strategy:
@@ -37,12 +38,12 @@ class Strategy:
     #: whether the runner must build a trainable network for this strategy
     uses_model = True
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, lr: float = 0.01,
-                 momentum: float = 0.9, setting: str = "class-il", task_classes: list[list[int]] | None = None,
-                 n_classes: int | None = None, seed: int = 0, augment: str = "none"):
-        if setting not in SETTINGS:
-            raise InputError(f"unknown setting {setting!r}; known settings: {', '.join(SETTINGS)}")
-        self.augment = augmentation.check_family(augment)
+    @checked
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, lr: NonNegative = 0.01,
+                 momentum: UnitInterval = 0.9, setting: Setting = "class-il",
+                 task_classes: list[list[NonNegativeInt]] | None = None, n_classes: Count | None = None,
+                 seed: int = 0, augment: augmentation.Family = "none"):
+        self.augment = augment
         #: samples per view group in a batch (set by the view-batch wrapper; 1 = plain batches)
         self.views = 1
         self.augment_generator = seeded_generator(seed, "augment")

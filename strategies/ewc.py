@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from scenarios.data import Task
-from scenarios.errors import InputError
 from strategies.base import Strategy
+from strategies.params import Count, NonNegative, UnitInterval, checked
 
-FISHER_VARIANTS = ("exact", "sample", "empirical", "batched")
+FisherVariant = Literal["exact", "sample", "empirical", "batched"]
+FISHER_VARIANTS: tuple[str, ...] = get_args(FisherVariant)
 
 
 class EWC(Strategy):
@@ -33,16 +36,12 @@ class EWC(Strategy):
 
     name = "ewc"
 
-    def __init__(self, model, optimizer=None, *, ewc_lambda: float = 100.0, mode: str = "separate",
-                 gamma: float = 1.0, fisher: str = "exact", fisher_n: int | None = None,
-                 fisher_batch: int | None = None, half: bool = True, **common):
+    @checked
+    def __init__(self, model, optimizer=None, *, ewc_lambda: NonNegative = 100.0,
+                 mode: Literal["separate", "online"] = "separate", gamma: UnitInterval = 1.0,
+                 fisher: FisherVariant = "exact", fisher_n: Count | None = None, fisher_batch: Count | None = None,
+                 half: bool = True, **common):
         super().__init__(model, optimizer, **common)
-        if mode not in ("separate", "online"):
-            raise InputError(f"EWC mode must be 'separate' or 'online', not {mode!r}")
-        if fisher not in FISHER_VARIANTS:
-            raise InputError(f"unknown Fisher variant {fisher!r}; known: {', '.join(FISHER_VARIANTS)}")
-        if ewc_lambda < 0:
-            raise InputError(f"ewc_lambda must be >= 0, not {ewc_lambda}")
         self.ewc_lambda, self.mode, self.gamma, self.fisher = ewc_lambda, mode, gamma, fisher
         self.fisher_n, self.fisher_batch, self.half = fisher_n, fisher_batch, half
         self.penalties: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []

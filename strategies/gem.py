@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from scenarios.errors import InputError
 from strategies.base import Strategy
+from strategies.params import Count, NonNegative, checked
 
 
 def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-8) -> torch.Tensor:
@@ -56,11 +57,10 @@ class GEM(Strategy):
 
     name = "gem"
 
-    def __init__(self, model, optimizer=None, *, patterns_per_task: int = 256, memory_strength: float = 0.5,
-                 **common):
+    @checked
+    def __init__(self, model, optimizer=None, *, patterns_per_task: Count = 256,
+                 memory_strength: NonNegative = 0.5, **common):
         super().__init__(model, optimizer, **common)
-        if patterns_per_task < 1:
-            raise InputError(f"patterns_per_task must be at least 1, not {patterns_per_task}")
         self.patterns_per_task, self.memory_strength = patterns_per_task, memory_strength
         self.memory: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.n_projections = 0

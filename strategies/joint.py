@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch.nn import functional as F
 
 from scenarios.data import Scenario, Task
 from scenarios.errors import InputError
 from strategies.base import Strategy
+from strategies.params import checked
 
 
 class Joint(Strategy):
@@ -22,10 +25,9 @@ class Joint(Strategy):
 
     name = "joint"
 
-    def __init__(self, model, optimizer=None, *, mode: str = "incremental", **common):
+    @checked
+    def __init__(self, model, optimizer=None, *, mode: Literal["incremental", "offline"] = "incremental", **common):
         super().__init__(model, optimizer, **common)
-        if mode not in ("incremental", "offline"):
-            raise InputError(f"joint mode must be 'incremental' or 'offline', not {mode!r}")
         self.mode = mode
         self._data: list[Task] = []
         self._order = torch.zeros(0, dtype=torch.long)

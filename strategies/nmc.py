@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch.nn import functional as F
 
 from scenarios.errors import InputError
 from strategies.backbones import load_backbone
 from strategies.base import Strategy
+from strategies.params import Count, checked
 
-INPUTS = ("auto", "dataset", "raw", "weights")
+Inputs = Literal["auto", "dataset", "raw", "weights"]
+INPUTS: tuple[str, ...] = get_args(Inputs)
 
 
 class NMC(Strategy):
@@ -34,10 +38,9 @@ class NMC(Strategy):
     uses_model = False
     frozen_features = True
 
+    @checked
     def __init__(self, model=None, optimizer=None, *, backbone: str = "pixels", cosine: bool = False,
-                 image_size: int | None = None, inputs: str = "auto", **common):
-        if inputs not in INPUTS:
-            raise InputError(f"NMC inputs must be one of {', '.join(INPUTS)}, not {inputs!r}")
+                 image_size: Count | None = None, inputs: Inputs = "auto", **common):
         self.backbone_spec = backbone
         net = load_backbone(backbone, image_size)
         if inputs == "auto":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from scenarios.errors import InputError
 from strategies.base import Finetune, Strategy
+from strategies.params import validate
 
 #: arguments every strategy takes from the runner, not from ``--param``
 COMMON = {"self", "model", "optimizer", "lr", "momentum", "setting", "task_classes", "n_classes", "seed", "inner",
@@ -68,19 +70,17 @@ def strategy_entry(name: str) -> StrategyEntry:
 
 
 def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Check parameter names against the strategy and convert strings to the default's type."""
+    """Check names, types and ranges against the strategy's declared parameters (``strategies.params``)
+    and convert ``--param`` strings to their types."""
     entry = strategy_entry(name)
-    known = entry.params()
-    out = {}
-    for k, v in params.items():
-        if k not in known:
-            raise InputError(f"strategy {name} has no parameter {k!r}; its parameters: "
-                             f"{', '.join(f'{p}={d}' for p, d in known.items()) or 'none'}")
-        out[k] = coerce_value(k, v, known[k])
-    return out
+    return validate(name, entry.classes, COMMON, params, entry.fixed)
 
 
 def coerce_value(key: str, value: Any, default: Any) -> Any:
+    """A ``name=value`` string as the type of ``default``, for parameters declared by others (orderings,
+    Avalanche's strategies): numbers must be finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"parameter {key}={value} must be a finite number")
     if not isinstance(value, str):
         return value
     try:
@@ -93,11 +93,11 @@ def coerce_value(key: str, value: Any, default: Any) -> Any:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
-            return float(value)
+            return coerce_value(key, float(value), default)
         if default is None:
             for cast in (int, float):
                 try:
-                    return cast(value)
+                    return coerce_value(key, cast(value), default)
                 except ValueError:
                     pass
     except ValueError:

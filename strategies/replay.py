@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch.nn import functional as F
 
-from scenarios.errors import InputError
 from strategies.base import Strategy
+from strategies.params import Count, NonNegativeInt, UnitInterval, checked
+
+#: how a full memory chooses what to keep
+BufferPolicy = Literal["reservoir", "class-balanced"]
 
 
 class _Reservoir:
@@ -55,11 +60,8 @@ class ReplayBuffer:
     class shrinks the others at random (the class-balanced buffer of De Lange et al.'s code).
     """
 
-    def __init__(self, mem_size: int, policy: str, generator: torch.Generator):
-        if mem_size < 0:
-            raise InputError(f"mem_size must be >= 0, not {mem_size}")
-        if policy not in ("reservoir", "class-balanced"):
-            raise InputError(f"buffer policy must be 'reservoir' or 'class-balanced', not {policy!r}")
+    @checked
+    def __init__(self, mem_size: NonNegativeInt, policy: BufferPolicy, generator: torch.Generator):
         self.mem_size, self.policy, self.g = mem_size, policy, generator
         self.stores: dict[int, _Reservoir] = {}
         self._cat = None
@@ -123,19 +125,12 @@ class ER(Strategy):
 
     name = "er"
 
-    def __init__(self, model, optimizer=None, *, mem_size: int = 200, buffer: str = "reservoir",
-                 replay_batch: int | None = None, weighting: str = "concat", w_new: float = 0.5,
-                 update: str = "online", **common):
+    @checked
+    def __init__(self, model, optimizer=None, *, mem_size: NonNegativeInt = 200, buffer: BufferPolicy = "reservoir",
+                 replay_batch: Count | None = None, weighting: Literal["concat", "weighted", "1/k"] = "concat",
+                 w_new: UnitInterval = 0.5, update: Literal["online", "task_end"] = "online", **common):
         super().__init__(model, optimizer, **common)
-        if update not in ("online", "task_end"):
-            raise InputError(f"ER update must be 'online' or 'task_end', not {update!r}")
         self.update = update
-        if weighting not in ("concat", "weighted", "1/k"):
-            raise InputError(f"weighting must be 'concat', 'weighted' or '1/k', not {weighting!r}")
-        if not 0.0 <= w_new <= 1.0:
-            raise InputError(f"w_new must be in [0, 1], not {w_new}")
-        if replay_batch is not None and replay_batch < 1:
-            raise InputError(f"replay_batch must be at least 1 (or None: the batch size), not {replay_batch}")
         self.buffer = ReplayBuffer(mem_size, buffer, self.generator)
         self.replay_batch, self.weighting, self.w_new = replay_batch, weighting, w_new
 

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from scenarios.data import Scenario, Task
 from scenarios.errors import InputError
 from strategies.base import Strategy
+from strategies.params import Count, NonNegative, NonNegativeInt, checked
 
 
 def view_consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:
@@ -49,11 +50,9 @@ class ViewBatch(Strategy):
     (buffer, penalty, projection) runs unchanged underneath.
     """
 
-    def __init__(self, inner: Strategy, *, views: int = 4, ssl_weight: float = 1.0, ssl_warmup_epochs: int = 5):
-        if views < 1:
-            raise InputError(f"views must be at least 1, not {views}")
-        if ssl_weight < 0 or ssl_warmup_epochs < 0:
-            raise InputError("ssl_weight and ssl_warmup_epochs must be >= 0")
+    @checked
+    def __init__(self, inner: Strategy, *, views: Count = 4, ssl_weight: NonNegative = 1.0,
+                 ssl_warmup_epochs: NonNegativeInt = 5):
         if not isinstance(inner, Strategy) or not inner.uses_model:
             raise InputError("view-batch wraps a strategy that trains a model")
         self.inner = inner

@@ -26,8 +26,8 @@ def clbench(*args, cwd=None):
     (["run", "--strategy", "icarl"], "unknown strategy 'icarl'"),
     (["run", "--seeds", "3-1"], "seed range '3-1' is empty"),
     (["run", "--strategy", "er", "--param", "er.memsize=5"], "no strategy in this experiment has a parameter"),
-    (["run", "--strategy", "er", "--param", "mem_size=lots"], "not a valid int"),
-    (["run", "--eval-subset", "many"], "--eval-subset must be a number"),
+    (["run", "--strategy", "er", "--param", "mem_size=lots"], "should be a valid integer"),
+    (["run", "--eval-subset", "many"], "eval_subset='many': must be a number of samples"),
     (["run", "--device", "cuda:7"], "CUDA is not available"),
     (["run", "--scenario", "split-digits", "--n-tasks", "3"], "cannot split 10 classes into 3"),
     (["report", "/nonexistent/folder"], "is not a folder"),
@@ -116,7 +116,7 @@ def test_interrupted_experiment_resumes_without_redoing_or_counting_partial_runs
     assert lb_partial["n_seeds"].sum() == 2  # only the two complete runs count
 
     counts = run_experiment(exp, tmp_path, show_progress=False)
-    assert counts == {"done": 2, "skipped": 2}
+    assert counts == {"done": 2, "skipped": 2, "failed": 0, "failures": []}
     assert (run_dir(tmp_path, configs[0]) / "summary.json").stat().st_mtime_ns == first_mtime
     lb = write_leaderboard([tmp_path], tmp_path)
     assert lb["n_seeds"].tolist() == [2, 2]

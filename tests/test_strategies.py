@@ -158,7 +158,7 @@ def test_unknown_strategy_and_parameter_errors():
         create("icarl", None)
     with pytest.raises(InputError, match="has no parameter 'memsize'"):
         create("er", nn.Linear(2, 2), memsize=3)
-    with pytest.raises(InputError, match="not a valid int"):
+    with pytest.raises(InputError, match="should be a valid integer"):
         create("er", nn.Linear(2, 2), mem_size="lots")
 
 

@@ -246,7 +246,7 @@ def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, 
         raise InputError(f"avalanche:{name}: {e}") from None
 
 
-def train_avalanche(config, scenario: Scenario, device, progress=None):
+def train_avalanche(config, scenario: Scenario, device, progress=None, check_only: bool = False):
     """The runner's Avalanche path: same model, optimiser, batch size, epochs and test subsets."""
     from clbench.cost import CostMeter
     from clbench.runner import Trained, budgeted_params, build_model_and_optimizer, run_cost
@@ -272,6 +272,8 @@ def train_avalanche(config, scenario: Scenario, device, progress=None):
     torch.manual_seed(config.seed)
     strategy = make_strategy(name, model, optimizer, batch_size=config.batch_size, epochs=int(config.epochs),
                              device=device, plugins=[plugin], params=params)
+    if check_only:
+        return None
     bm = to_avalanche(scenario)
     # Avalanche 0.6 resets the warning filters inside its own deprecated calls, so its
     # DeprecationWarnings are recorded here (and dropped) rather than filtered
