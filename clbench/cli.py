@@ -240,8 +240,6 @@ def entry(argv: list[str] | None = None) -> int:
     """The command line as a function returning its exit code: bad input (a click usage error or
     an ``InputError``) is one line on stderr and 2, failed runs 1, an interruption 130; never a
     traceback for any of them."""
-    from clbench.experiment import Interrupted
-
     try:
         cli.main(args=argv, prog_name="clbench", standalone_mode=False)
         return 0
@@ -253,20 +251,26 @@ def entry(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
+    except click.exceptions.Abort as e:  # click turns Ctrl-C into Abort; the interruption is its cause
+        return _interrupted(e.__cause__ or e.__context__, argv)
     except InputError as e:
         click.echo(f"clbench: error: {e}", err=True)
         return 2
-    except Interrupted as e:
-        again = shlex.join(["clbench", *(sys.argv[1:] if argv is None else argv)])
-        click.echo(f"\nclbench: interrupted; {e.complete} of {e.total} runs are complete and kept in {e.root}/ "
+    except KeyboardInterrupt as e:
+        return _interrupted(e, argv)
+
+
+def _interrupted(e: BaseException | None, argv: list[str] | None) -> int:
+    """Ctrl-C: one line saying what was kept and the command that resumes."""
+    from clbench.experiment import Interrupted
+
+    again = shlex.join(["clbench", *(sys.argv[1:] if argv is None else argv)])
+    if isinstance(e, Interrupted):
+        click.echo(f"clbench: interrupted; {e.complete} of {e.total} runs are complete and kept in {e.root}/ "
                    f"— resume with: {again}", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("\nclbench: interrupted; nothing incomplete was kept — run the same command again", err=True)
-        return 130
+    else:
+        click.echo(f"clbench: interrupted; nothing incomplete was kept — run again with: {again}", err=True)
+    return 130
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from clbench.catalog import coerce_params, strategy_entry
 from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, is_complete, validated
 from scenarios.errors import InputError
 from scenarios.registry import scenario_spec
-from strategies.params import Count, NonNegativeInt
+from scenarios.validation import Count, NonNegativeInt
 
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder

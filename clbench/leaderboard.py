@@ -67,6 +67,15 @@ def read_result(path: Path, reader):
                          "delete its run folder and run the experiment again to redo it") from None
 
 
+def read_summary(run: Path) -> dict:
+    """A run's summary.json, refused in one sentence when it is not one."""
+    s = read_result(run / "summary.json", io.read_json)
+    if not isinstance(s, dict) or not {"scenario", "strategy", "seed"} <= set(s):
+        raise InputError(f"{run / 'summary.json'} is not a run summary; delete its run folder and run the "
+                         "experiment again to redo it")
+    return s
+
+
 def read_curves(path: Path) -> pd.DataFrame:
     log = pd.read_csv(path)
     missing = [c for c in metrics.LOG_COLUMNS if c not in log]
@@ -81,10 +90,7 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
     train.csv (the current definitions)."""
     rows = []
     for d in run_folders(roots):
-        s = read_result(d / "summary.json", io.read_json)
-        if not isinstance(s, dict) or not {"scenario", "strategy", "seed"} <= set(s):
-            raise InputError(f"{d / 'summary.json'} is not a run summary; delete its run folder and run the "
-                             "experiment again to redo it")
+        s = read_summary(d)
         if recompute:
             s.update(read_result(d / "curves.csv", lambda p: metrics.summarize(read_curves(p))))
             losses = read_result(d / "train.csv", lambda p: pd.read_csv(p)["loss"].to_numpy(dtype=float))

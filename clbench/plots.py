@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clbench import io, metrics
-from clbench.leaderboard import read_curves, read_result, run_folders
+from clbench import metrics
+from clbench.leaderboard import read_curves, read_result, read_summary, run_folders
 
 
 def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
@@ -25,7 +25,7 @@ def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
     for d in run_folders(roots):
         scenario, strategy, run = d.parts[-3], d.parts[-2], d.parts[-1]
         out.setdefault((scenario, strategy), {})[run] = read_result(d / "curves.csv", read_curves)
-        summary = read_result(d / "summary.json", io.read_json)
+        summary = read_summary(d)
         diverged[scenario, strategy] = diverged.get((scenario, strategy), 0) + bool(summary.get("diverged_at"))
     return {(sc, f"{st} ({diverged[sc, st]} DIVERGED)" if diverged[sc, st] else st): runs
             for (sc, st), runs in out.items()}

@@ -25,15 +25,14 @@ from clbench.cost import CostMeter, trainable_parameters
 from clbench.evaluator import Evaluator, Schedule, subset_size
 from scenarios.errors import InputError
 from scenarios.orderings import make_stream
+from scenarios.validation import Count, NonNegativeInt, Positive, describe
 from strategies import build_model, create
 from strategies.augment import Family
-from strategies.params import Count, NonNegativeInt, describe
 
 RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.json")
 
 # Types and ranges of the settings, declared next to each field below and checked by pydantic
 # (``validated``) before anything runs.
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Momentum = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 ValFraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 

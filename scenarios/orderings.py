@@ -1,5 +1,8 @@
 """Stream orderings: the order and mixture in which a learner meets the tasks.
 
+An ordering's own parameters are declared in its signature and checked by ``make_stream``, the
+way in for every caller.
+
 Every ordering is drawn from the seed and shared by every strategy of an experiment.
 Boundaries stay explicit (``Stream.segments``): in fuzzy and blurry streams the nominal
 boundary is where the majority of the batch switches task, so boundary-aware strategies
@@ -21,12 +24,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from scenarios.data import Scenario, TensorData, seeded_generator
 from scenarios.errors import InputError
 from scenarios.stream import Cursor, Segment, Stream, iterations_per_task, make_pool, sequential
+from scenarios.validation import NonNegative, NonNegativeInt, validate_keywords
+
+#: a share in percent, [0, 100)
+Percent = Annotated[float, Field(ge=0, lt=100, allow_inf_nan=False)]
 
 
 def _plan_sizes(scenario: Scenario, batch_size: int, epochs, iterations, views: int) -> list[int]:
@@ -42,12 +51,10 @@ def _finish(pool, pool_task, batches, tasks, segments, meta) -> Stream:
 
 
 def fuzzy(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | None = 1, iterations: int | None = None,
-          views: int = 1, width: int = 500) -> Stream:
+          views: int = 1, width: NonNegativeInt = 500) -> Stream:
     """Linear ramps of ``width`` iterations centred on each boundary (clamped to the shorter
     neighbouring task). In iteration ``i`` of a ramp starting at ``B - h`` the new task supplies
     ``round(p * batch)`` samples (rounded to whole view groups), ``p = (i - B + h + 0.5) / (2h)``."""
-    if width < 0:
-        raise InputError(f"fuzzy width must be >= 0 iterations, not {width}")
     sizes = _plan_sizes(scenario, batch_size, epochs, iterations, views)
     pool, pool_task, offsets = make_pool(scenario)
     cursors = [Cursor(len(t.train), seeded_generator(seed, "task", t.id), views) for t in scenario.tasks]
@@ -88,13 +95,11 @@ def new_task_share(i: int, bounds: list[int], halves: list[int]) -> tuple[int, i
 
 
 def blurry(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | None = 1, iterations: int | None = None,
-           views: int = 1, m: float = 10.0) -> Stream:
+           views: int = 1, m: Percent = 10.0) -> Stream:
     """Blurry-M: every task gives away ``m`` percent of its training samples, chosen at random, and
     receives as many from the other tasks, so each task's data holds m % samples of other tasks'
     classes. Test sets are unchanged; the task id a strategy sees is the task whose data the
     sample now belongs to."""
-    if not 0 <= m < 100:
-        raise InputError(f"blurry m must be a percentage in [0, 100), not {m}")
     if scenario.setting == "task-il":
         raise InputError("blurry streams mix classes across tasks, which task-il masking forbids; "
                          "use class-il or domain-il")
@@ -170,14 +175,11 @@ def rehearsal_iterations(k: int, j: int, task_iterations: int, budget: float, de
 
 
 def recurring(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | None = 1,
-              iterations: int | None = None, views: int = 1, budget: float = 0.5, decay: str = "power",
-              exponent: float = 0.5, rate: float = 1.0) -> Stream:
+              iterations: int | None = None, views: int = 1, budget: NonNegative = 0.5,
+              decay: Literal["power", "exponential"] = "power", exponent: NonNegative = 0.5,
+              rate: NonNegative = 1.0) -> Stream:
     """New tasks in order; after each one (from the second on, the last included) every earlier task
     comes back for ``rehearsal_iterations`` iterations, oldest first."""
-    if decay not in ("power", "exponential"):
-        raise InputError(f"recurring decay must be 'power' or 'exponential', not {decay!r}")
-    if budget < 0 or exponent < 0 or rate < 0:
-        raise InputError("recurring budget, exponent and rate must be >= 0")
     sizes = _plan_sizes(scenario, batch_size, epochs, iterations, views)
     pool, pool_task, offsets = make_pool(scenario)
     cursors = [Cursor(len(t.train), seeded_generator(seed, "task", t.id), views) for t in scenario.tasks]
@@ -226,4 +228,6 @@ def make_stream(scenario: Scenario, ordering: str = "sequential", **kwargs) -> S
     if unknown:
         raise InputError(f"ordering {ordering} has no parameter {', '.join(unknown)}; its parameters: "
                          f"{', '.join(ordering_params(ordering)) or 'none'}")
-    return fn(scenario, **kwargs)
+    own = {k: v for k, v in kwargs.items() if k in ordering_params(ordering)}
+    own = validate_keywords(f"ordering {ordering}", [fn], own, skip=set(inspect.signature(sequential).parameters))
+    return fn(scenario, **{**kwargs, **own})

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from scenarios.builders import permuted, rotated, split
-from scenarios.data import Scenario, seeded_generator, stratified_split
+from scenarios.data import Scenario, Setting, seeded_generator, stratified_split
 from scenarios.errors import InputError
 from scenarios.sources import dataset_info, load_dataset
+from scenarios.validation import Count, Finite, describe
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,39 @@ SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in [
 ]}
 
 
+def _order(value: Any) -> Any:
+    if value is None or value in ("fixed", "seed"):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return list(value)
+    raise ValueError("must be 'fixed', 'seed' or a list of whole numbers")
+
+
+Order = Annotated[Any, BeforeValidator(_order)]
+#: the types of the scenario options (``--n-tasks``, TOML ``[scenario_options]``); what a value
+#: means for a given dataset (a class order holding every class once) the builders check
+OPTION_TYPES: dict[str, Any] = {
+    "n_tasks": Count, "class_order": Order, "task_order": Order, "setting": Setting, "first_task_identity": bool,
+    "angles": Annotated[list[Finite], Field(min_length=1)],
+}
+_OPTIONS = create_model("scenario_options", __config__=ConfigDict(extra="forbid"),
+                        **{k: (t, None) for k, t in OPTION_TYPES.items()})
+
+
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options given, checked against the scenario's list and their declared types."""
+    spec = scenario_spec(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise InputError(f"scenario {name} has no option {', '.join(unknown)}; its options: "
+                         f"{', '.join(spec.options)}")
+    try:
+        values = _OPTIONS.model_validate(options)
+    except ValidationError as e:
+        raise InputError(describe(e, f"scenario {name}")) from None
+    return {k: getattr(values, k) for k in options}
+
+
 def scenario_spec(name: str) -> ScenarioSpec:
     if name not in SCENARIOS:
         raise InputError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}")
@@ -85,10 +121,7 @@ def build(name: str, seed: int = 0, *, root: str | Path | None = None, download:
     ``val_fraction`` of every class's training samples (seeded by ``seed``, stratified) become
     the tasks' validation data and are never trained on; 0 keeps all of them for training."""
     spec = scenario_spec(name)
-    unknown = sorted(set(overrides) - set(spec.options))
-    if unknown:
-        raise InputError(f"scenario {name} has no option {', '.join(unknown)}; its options: "
-                         f"{', '.join(spec.options)}")
+    overrides = check_options(name, overrides)
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), not {val_fraction}")
     train, test, names = load_dataset(spec.dataset, root=root, download=download)

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from scenarios.data import Scenario, Setting, Task, seeded_generator
 from scenarios.errors import InputError
+from scenarios.validation import Count, NonNegative, NonNegativeInt, UnitInterval, checked
 from strategies import augment as augmentation
-from strategies.params import Count, NonNegative, NonNegativeInt, UnitInterval, checked
 
 
 class Strategy:

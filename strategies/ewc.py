@@ -10,8 +10,8 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from scenarios.data import Task
+from scenarios.validation import Count, NonNegative, UnitInterval, checked
 from strategies.base import Strategy
-from strategies.params import Count, NonNegative, UnitInterval, checked
 
 FisherVariant = Literal["exact", "sample", "empirical", "batched"]
 FISHER_VARIANTS: tuple[str, ...] = get_args(FisherVariant)

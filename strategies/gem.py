@@ -7,8 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from scenarios.errors import InputError
+from scenarios.validation import Count, NonNegative, checked
 from strategies.base import Strategy
-from strategies.params import Count, NonNegative, checked
 
 
 def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-8) -> torch.Tensor:

@@ -9,8 +9,8 @@ from torch.nn import functional as F
 
 from scenarios.data import Scenario, Task
 from scenarios.errors import InputError
+from scenarios.validation import checked
 from strategies.base import Strategy
-from strategies.params import checked
 
 
 class Joint(Strategy):

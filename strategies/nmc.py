@@ -8,9 +8,9 @@ import torch
 from torch.nn import functional as F
 
 from scenarios.errors import InputError
+from scenarios.validation import Count, checked
 from strategies.backbones import load_backbone
 from strategies.base import Strategy
-from strategies.params import Count, checked
 
 Inputs = Literal["auto", "dataset", "raw", "weights"]
 INPUTS: tuple[str, ...] = get_args(Inputs)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from scenarios.errors import InputError
+from scenarios.validation import validate_keywords
 from strategies.base import Finetune, Strategy
-from strategies.params import validate
 
 #: arguments every strategy takes from the runner, not from ``--param``
 COMMON = {"self", "model", "optimizer", "lr", "momentum", "setting", "task_classes", "n_classes", "seed", "inner",
@@ -70,39 +70,43 @@ def strategy_entry(name: str) -> StrategyEntry:
 
 
 def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Check names, types and ranges against the strategy's declared parameters (``strategies.params``)
+    """Check names, types and ranges against the strategy's declared parameters (``scenarios.validation``)
     and convert ``--param`` strings to their types."""
     entry = strategy_entry(name)
-    return validate(name, entry.classes, COMMON, params, entry.fixed)
+    return validate_keywords(f"strategy {name}", entry.classes, params, COMMON, entry.fixed)
 
 
 def coerce_value(key: str, value: Any, default: Any) -> Any:
     """A ``name=value`` string as the type of ``default``, for parameters declared by others (orderings,
-    Avalanche's strategies): numbers must be finite."""
+    Avalanche's strategies); with no default, a number if it reads as one. Numbers must be finite."""
+    if isinstance(value, str):
+        value = _parse(key, value, default)
     if isinstance(value, float) and not math.isfinite(value):
         raise InputError(f"parameter {key}={value} must be a finite number")
-    if not isinstance(value, str):
-        return value
+    return value
+
+
+def _parse(key: str, value: str, default: Any) -> Any:
+    casts = {bool: _bool, int: int, float: float, str: str}.get(type(default), None)
     try:
-        if isinstance(default, bool):
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return coerce_value(key, float(value), default)
-        if default is None:
-            for cast in (int, float):
-                try:
-                    return coerce_value(key, cast(value), default)
-                except ValueError:
-                    pass
+        if casts is not None:
+            return casts(value)
     except ValueError:
         raise InputError(f"parameter {key}={value!r} is not a valid {type(default).__name__}") from None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
     return None if value.lower() == "none" else value
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(value)
 
 
 def create(name: str, model, optimizer=None, **kwargs) -> Strategy:

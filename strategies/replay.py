@@ -7,8 +7,8 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
+from scenarios.validation import Count, NonNegativeInt, UnitInterval, checked
 from strategies.base import Strategy
-from strategies.params import Count, NonNegativeInt, UnitInterval, checked
 
 #: how a full memory chooses what to keep
 BufferPolicy = Literal["reservoir", "class-balanced"]

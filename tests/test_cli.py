@@ -120,8 +120,8 @@ def test_interrupted_experiment_resumes_without_redoing_or_counting_partial_runs
     assert (run_dir(tmp_path, configs[0]) / "summary.json").stat().st_mtime_ns == first_mtime
     lb = write_leaderboard([tmp_path], tmp_path)
     assert lb["n_seeds"].tolist() == [2, 2]
-    assert run_experiment(exp, tmp_path, show_progress=False) == {"done": 0, "skipped": 4}
-    assert run_experiment(exp, tmp_path, force=True, show_progress=False) == {"done": 4, "skipped": 0}
+    assert run_experiment(exp, tmp_path, show_progress=False) == {"done": 0, "skipped": 4, "failed": 0, "failures": []}
+    assert run_experiment(exp, tmp_path, force=True, show_progress=False)["done"] == 4
 
 
 def test_leaderboard_matches_run_summaries_and_plots_are_drawn(tmp_path):
