@@ -63,13 +63,6 @@ Family = Literal["none", "weak", "standard"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 
 
-def check_family(family: str) -> str:
-    if family not in FAMILIES:
-        from scenarios.errors import InputError
-
-        raise InputError(f"unknown augmentation {family!r}; use one of {', '.join(FAMILIES)}")
-    return family
-
 
 def apply(x: torch.Tensor, family: str, g: torch.Generator) -> torch.Tensor:
     """``x`` (a batch of normalised images ``[N, C, H, W]``) through one family; other tensors
