@@ -60,8 +60,8 @@ def cli() -> None:
 @click.option("--out", type=click.Path(), help="experiment folder [results/<name>]")
 @click.option("--threads", type=int, help="CPU threads of each run, fixed whatever --jobs is, so results do not "
               "depend on the executor [1]")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="independent runs in parallel processes")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="runs in parallel processes [the CPU cores here // --threads]; any value gives the same numbers")
 @click.option("--force", is_flag=True, help="rerun runs whose results already exist")
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
 @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -73,7 +73,15 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
     """
-    from clbench.experiment import Experiment, load_toml, parse_names, parse_params, parse_seeds, run_experiment
+    from clbench.experiment import (
+        Experiment,
+        default_jobs,
+        load_toml,
+        parse_names,
+        parse_params,
+        parse_seeds,
+        run_experiment,
+    )
     from clbench.leaderboard import people_table, to_text, write_leaderboard
     from scenarios.registry import SCENARIOS
     from strategies.registry import REGISTRY
@@ -128,7 +136,7 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
             changes["name"] += f"-{changes['ordering']}"
     exp = Experiment.from_mapping({**dataclasses.asdict(base), **changes}, "")
     root = Path(out) if out else Path("results") / exp.name
-    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet)
+    counts = run_experiment(exp, root, force=force, jobs=jobs or default_jobs(exp.threads), show_progress=not quiet)
     lb = write_leaderboard([root], root)
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
         from clbench.plots import plot_all

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 import sys
 import time
@@ -240,6 +241,16 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
 
 def _union(a: list, b: list) -> list:
     return list(dict.fromkeys([*a, *b]))
+
+
+def default_jobs(threads: int) -> int:
+    """As many parallel runs as fit the CPU cores this process may use, ``threads`` each: the
+    numbers are the same for any count (each run fixes its threads), only the wall time changes."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, threads))
 
 
 class Interrupted(KeyboardInterrupt):

@@ -62,7 +62,7 @@ class _Log:
         return v[~np.isnan(v)]
 
 
-def _as_log(log) -> _Log:
+def as_log(log) -> _Log:
     """Pivot once: ``summarize`` passes the pivoted log to every metric instead of the DataFrame."""
     return log if isinstance(log, _Log) else _Log(log)
 
@@ -74,7 +74,7 @@ def _mean(xs) -> float:
 
 def accuracy_matrix(log: pd.DataFrame) -> np.ndarray:
     """``R[i, j]``: accuracy on task j at the end of task i (NaN rows for tasks not yet finished)."""
-    L = _as_log(log)
+    L = as_log(log)
     R = np.full((L.n_tasks, L.n_tasks), np.nan)
     for i in range(L.n_tasks):
         row = L.phase_end(i)
@@ -85,7 +85,7 @@ def accuracy_matrix(log: pd.DataFrame) -> np.ndarray:
 
 def initial_accuracies(log: pd.DataFrame) -> np.ndarray:
     """``b_j``: accuracy on every task before the first update (NaN if not evaluated)."""
-    L = _as_log(log)
+    L = as_log(log)
     rows = np.flatnonzero(L.phase < 0)
     return L.values[rows[-1]] if len(rows) else np.full(L.n_tasks, np.nan)
 
@@ -133,7 +133,7 @@ def forgetting(log: pd.DataFrame) -> float:
 def min_acc(log: pd.DataFrame) -> float:
     """min-ACC = 1/(k-1) sum_{i<k} min_{|T_i| < n <= now} A_i(n): the worst accuracy each old task
     fell to after its own training ended, averaged. NaN while no task is old yet."""
-    L = _as_log(log)
+    L = as_log(log)
     mins = []
     for i in range(L.p):
         v = L.values[L.phase > i, i]
@@ -146,7 +146,7 @@ def min_acc(log: pd.DataFrame) -> float:
 def wc_acc(log: pd.DataFrame) -> float:
     """WC-ACC = (1/k) A_k(now) + (1 - 1/k) min-ACC_k: a lower bound on accuracy at any point.
     With one task seen (k = 1) it is A_1(now)."""
-    L = _as_log(log)
+    L = as_log(log)
     k = L.p + 1
     current = L.curve(L.p)
     a_now = float(current[-1]) if len(current) else float("nan")
@@ -169,20 +169,20 @@ def windowed_forgetting(log: pd.DataFrame, w: int = 10) -> float:
     """WF^w: per task, the largest drop inside any window of w consecutive evaluations of its
     curve, averaged over the tasks seen so far (the one being trained included, as the reference
     code does)."""
-    L = _as_log(log)
+    L = as_log(log)
     return _mean([_windowed(L.curve(i), w, rise=False) for i in range(L.p + 1)])
 
 
 def windowed_plasticity(log: pd.DataFrame, w: int = 10) -> float:
     """WP^w: as WF^w with the largest rise instead of the largest drop."""
-    L = _as_log(log)
+    L = as_log(log)
     return _mean([_windowed(L.curve(i), w, rise=True) for i in range(L.p + 1)])
 
 
 def lca(log: pd.DataFrame, b: int = 10) -> float:
     """LCA^b: mean of the first b evaluations of each task while it is trained (its own phase),
     averaged over tasks: how fast a task is learned."""
-    L = _as_log(log)
+    L = as_log(log)
     out = []
     for i in range(L.p + 1):
         v = L.values[L.phase == i, i]
@@ -195,7 +195,7 @@ def lca(log: pd.DataFrame, b: int = 10) -> float:
 def aaa(log: pd.DataFrame) -> float:
     """AAA: mean over all evaluations (after the first update) of the mean accuracy on the tasks
     seen so far."""
-    L = _as_log(log)
+    L = as_log(log)
     per_step = [np.nanmean(L.values[r, :L.phase[r] + 1]) for r in range(len(L.phase)) if L.phase[r] >= 0]
     return _mean(per_step)
 
@@ -209,7 +209,7 @@ def stability_gap(log: pd.DataFrame) -> pd.DataFrame:
     ``pre`` at or after the minimum (0 if it never left that band, NaN if it never came back
     during task t).
     """
-    L = _as_log(log)
+    L = as_log(log)
     rows = []
     for t in range(1, L.p + 1):
         prev = L.phase_end(t - 1)
@@ -247,7 +247,7 @@ def summarize(log: pd.DataFrame) -> dict[str, float]:
     pair that never dipped has nothing to recover from and counts in neither (a task already at 0
     before the switch, as under finetuning, would otherwise pull the mean towards 0).
     """
-    log = _as_log(log)
+    log = as_log(log)
     gap = stability_gap(log)
     dipped = gap[gap["minimum"] < gap["pre"] - RECOVERY_TOLERANCE]
     return {

@@ -144,10 +144,10 @@ def _matrices(scenario, runs, out) -> Path:
 def _bars(scenario, runs, out) -> Path:
     names = list(runs)
     vals = {m: [] for m in ("acc", "min_acc", "wc_acc")}
-    for strategy in names:
-        s = [metrics.summarize(log) for log in runs[strategy].values()]
+    for strategy in names:  # the three metrics drawn, not the whole summary (the gap's is the costly part)
+        logs = [metrics.as_log(log) for log in runs[strategy].values()]
         for m in vals:
-            vals[m].append(np.nanmean([x[m] for x in s]))
+            vals[m].append(np.nanmean([getattr(metrics, m)(log) for log in logs]))
     x = np.arange(len(names))
     fig, ax = _figure(figsize=(max(6, 1.1 * len(names)), 4))
     for k, (m, label) in enumerate((("acc", "ACC (final)"), ("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"))):
@@ -159,13 +159,12 @@ def _bars(scenario, runs, out) -> Path:
 
 
 def _figure(*grid, figsize, **kw):
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(*grid, **kw)
 
 
 def _save(fig, path: Path) -> Path:
     """Write to a temporary name, then rename: a plot is complete or absent."""
-    fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from scenarios.errors import InputError
@@ -25,11 +26,13 @@ def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps:
     """
     import quadprog
 
-    Gd = G.detach().double().cpu().numpy()
-    gd = g.detach().double().cpu().numpy()
+    # The products over the parameters stay in torch (in float64, on the model's device): numpy's
+    # BLAS threads spin after a call and, beside torch's own threads, slowed every other op of a
+    # 2-thread run several-fold. Only the t x t problem goes to quadprog.
+    Gd, gd = G.detach().double(), g.detach().double()
     t = Gd.shape[0]
-    P = Gd @ Gd.T
-    q = -(Gd @ gd)
+    P = (Gd @ Gd.T).cpu().numpy()
+    q = -(Gd @ gd).cpu().numpy()
     # Badly conditioned Gram matrices (near-parallel memory gradients) can make quadprog report
     # inconsistent constraints; a larger ridge term is the standard remedy.
     for ridge in (eps, eps * 1e2, eps * 1e4, eps * 1e6, max(eps, 1e-3)):
@@ -40,7 +43,7 @@ def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps:
             continue
     else:
         raise RuntimeError("GEM's QP has no solution even with a ridge of 1e-3 (are the gradients finite?)")
-    return torch.from_numpy(v @ Gd + gd).to(g.dtype).to(g.device)
+    return (torch.from_numpy(v).to(Gd) @ Gd + gd).to(g.dtype)
 
 
 class GEM(Strategy):
@@ -65,6 +68,7 @@ class GEM(Strategy):
         self.memory: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.n_projections = 0
         self._params = [p for p in model.parameters() if p.requires_grad]
+        self._linears: list[nn.Linear] | None = None
 
     @classmethod
     def memory_params(cls, budget, n_tasks):
@@ -89,11 +93,18 @@ class GEM(Strategy):
             p.grad = flat[offset:offset + n].view_as(p).clone()
             offset += n
 
-    def observe(self, x, y, task_ids=None):
-        if task_ids is None:
-            task_ids = torch.full_like(y, self.current_task or 0)
-        self.model.train()
-        past = [k for k in self.memory if k in self.consolidated and k != self.current_task]
+    def memory_gradients(self, past: list[int]) -> torch.Tensor:
+        """One flat gradient row per past task: each task's mean loss on its memory. Models made of
+        Linear layers (MLPs) get all rows from one forward over the whole memory and one backward
+        pass (``_linear_memory_gradients``); other models loop over the tasks."""
+        linears = self._linear_layers()
+        if linears is not None:
+            rows = self._linear_memory_gradients(past, linears)
+            if rows is not None:
+                return rows
+        return self._looped_memory_gradients(past)
+
+    def _looped_memory_gradients(self, past: list[int]) -> torch.Tensor:
         G = []
         for k in past:
             mx, my, mt = self.memory[k]
@@ -101,10 +112,61 @@ class GEM(Strategy):
             F.cross_entropy(self.logits(mx, mt), my).backward()
             G.append(self._flat_grad())
         self.optimizer.zero_grad(set_to_none=True)
+        return torch.stack(G)
+
+    def _linear_layers(self) -> list[nn.Linear] | None:
+        """The Linear layers if they hold every trainable parameter, in ``self._params`` order."""
+        if self._linears is None:
+            linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+            owned = [p for m in linears for p in (m.weight, m.bias) if p is not None and p.requires_grad]
+            same = len(owned) == len(self._params) and {id(p) for p in owned} == {id(p) for p in self._params}
+            self._linears = linears if linears and same else []
+        return self._linears or None
+
+    def _linear_memory_gradients(self, past: list[int], linears: list[nn.Linear]) -> torch.Tensor | None:
+        """The gradient of sample n's loss w.r.t. a Linear layer is delta_n a_n^T, so each task's
+        gradient is delta[task]^T a[task]: one forward over the concatenated memory, one backward
+        to the layers' outputs (per-sample deltas), then one matmul per task and layer."""
+        parts = [self.memory[k] for k in past]
+        mx, my, mt = (torch.cat(a) for a in zip(*parts))
+        sizes = [len(p[1]) for p in parts]
+        inputs: dict[nn.Linear, torch.Tensor] = {}
+        outputs: dict[nn.Linear, torch.Tensor] = {}
+
+        def hook(module, inp, out):
+            inputs[module], outputs[module] = inp[0].detach(), out
+
+        handles = [m.register_forward_hook(hook) for m in linears]
+        try:
+            logits = self.logits(mx, mt)
+        finally:
+            for h in handles:
+                h.remove()
+        if any(inputs[m].dim() != 2 for m in linears):
+            return None
+        weights = torch.cat([torch.full((n,), 1.0 / n, device=my.device) for n in sizes])
+        loss = (F.cross_entropy(logits, my, reduction="none") * weights).sum()
+        deltas = torch.autograd.grad(loss, [outputs[m] for m in linears])
+        grads: dict[int, list[torch.Tensor]] = {}
+        for m, d in zip(linears, deltas):
+            a = inputs[m]
+            dk, ak = d.split(sizes), a.split(sizes)
+            grads[id(m.weight)] = [dt.T @ at for dt, at in zip(dk, ak)]
+            if m.bias is not None:
+                grads[id(m.bias)] = [dt.sum(0) for dt in dk]
+        return torch.stack([torch.cat([grads[id(p)][k].reshape(-1) for p in self._params])
+                            for k in range(len(past))])
+
+    def observe(self, x, y, task_ids=None):
+        if task_ids is None:
+            task_ids = torch.full_like(y, self.current_task or 0)
+        self.model.train()
+        past = [k for k in self.memory if k in self.consolidated and k != self.current_task]
+        Gm = self.memory_gradients(past) if past else None
+        self.optimizer.zero_grad(set_to_none=True)
         loss = self.batch_loss(self.logits(self.augment_inputs(x), task_ids), y)
         loss.backward()
-        if G:
-            Gm = torch.stack(G)
+        if Gm is not None:
             g = self._flat_grad()
             if bool((Gm @ g < 0).any()):
                 self._set_grad(project_gradient(g, Gm, self.memory_strength))

@@ -38,12 +38,14 @@ class _Reservoir:
         if rest <= 0 or capacity <= 0:
             return
         slots = (torch.rand(rest, generator=g) * positions).long()
-        keep = torch.nonzero(slots < capacity).flatten()
-        if len(keep):  # a later sample overwrites an earlier one aimed at the same slot
-            last = {int(slots[k]): int(k) + take for k in keep}
-            dst = torch.tensor(list(last), device=self.y.device)
-            src = torch.tensor(list(last.values()), device=y.device)
-            self.x[dst], self.y[dst], self.t[dst] = x[src], y[src], t[src]
+        # a later sample overwrites an earlier one aimed at the same slot: keep the last per slot
+        hit = torch.where(slots < capacity, torch.arange(rest), -1)
+        last = torch.full((capacity,), -1, dtype=torch.long).scatter_reduce(
+            0, slots.clamp(max=capacity - 1), hit, "amax")
+        dst = torch.nonzero(last >= 0).flatten()
+        src = last[dst] + take
+        dst, src = dst.to(self.y.device), src.to(y.device)
+        self.x[dst], self.y[dst], self.t[dst] = x[src], y[src], t[src]
 
     def shrink(self, capacity: int, g: torch.Generator) -> None:
         """Keep a random ``capacity`` of the stored samples."""
@@ -90,6 +92,8 @@ class ReplayBuffer:
     def tensors(self):
         if self._cat is None:
             parts = [s for s in self.stores.values() if len(s)]
+            if len(parts) == 1:  # the reservoir: its own tensors, not a copy of them every step
+                return parts[0].x, parts[0].y, parts[0].t
             self._cat = tuple(torch.cat([getattr(s, a) for s in parts]) for a in ("x", "y", "t"))
         return self._cat
 

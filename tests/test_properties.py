@@ -130,7 +130,7 @@ def test_valid_experiments_run(capsys, values, form):
             args = ["--config", str(Path(tmp) / "e.toml")]
         else:
             args = to_args(values)
-        code, err = invoke(capsys, ["run", *args, "--out", str(out), "--quiet", "--no-plots"])
+        code, err = invoke(capsys, ["run", *args, "--jobs", "1", "--out", str(out), "--quiet", "--no-plots"])
         assert code == 0, err
         lb = pd.read_csv(out / "leaderboard.csv")
         assert sorted(lb["strategy"]) == sorted(values["strategies"])

@@ -206,7 +206,8 @@ def exploding_strategy(monkeypatch):
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(capsys, tmp_path, exploding_strategy):
     out = tmp_path / "out"
-    code, stdout, err = invoke(capsys, "run", "--strategy", "finetune,explodes", "--seeds", "0,1", "--iterations",
+    code, stdout, err = invoke(capsys, "run", "--jobs", "1", "--strategy", "finetune,explodes", "--seeds", "0,1",
+                               "--iterations",
                                "3", "--eval-every", "3", "--eval-subset", "10", "--quiet", "--no-plots",
                                "--out", str(out))
     assert code == 1
