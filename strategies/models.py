@@ -15,12 +15,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from scenarios.errors import InputError
+from scenarios.validation import Count, checked
 
 
 class MLP(nn.Module):
     """Flatten -> [Linear -> ReLU] * len(hidden) -> Linear head (De Lange et al.: 784-400-400)."""
 
-    def __init__(self, input_shape: Sequence[int], n_out: int, hidden: Sequence[int] = (400, 400)):
+    @checked
+    def __init__(self, input_shape: Sequence[Count], n_out: Count, hidden: Sequence[Count] = (400, 400)):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         d = math.prod(input_shape)
@@ -38,7 +40,8 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """Two conv blocks and a linear head: a cheap convolutional baseline for 8x8 to 32x32 inputs."""
 
-    def __init__(self, input_shape: Sequence[int], n_out: int, width: int = 32):
+    @checked
+    def __init__(self, input_shape: Sequence[Count], n_out: Count, width: Count = 32):
         super().__init__()
         c = input_shape[0]
         self.features = nn.Sequential(
@@ -70,7 +73,8 @@ class _BasicBlock(nn.Module):
 class SlimResNet18(nn.Module):
     """The reduced ResNet-18 of the GEM paper (Lopez-Paz & Ranzato 2017): nf=20 filters, 3x3 stem."""
 
-    def __init__(self, input_shape: Sequence[int], n_out: int, nf: int = 20):
+    @checked
+    def __init__(self, input_shape: Sequence[Count], n_out: Count, nf: Count = 20):
         super().__init__()
         c = input_shape[0]
         self.conv1 = nn.Conv2d(c, nf, 3, 1, 1, bias=False)
@@ -100,5 +104,7 @@ def build_model(name: str, input_shape: Sequence[int], n_out: int, **kwargs) -> 
         raise InputError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
     try:
         return MODELS[name](tuple(input_shape), n_out, **kwargs)
+    except InputError as e:  # a declared option out of its range or of the wrong type
+        raise InputError(f"bad options for model {name}: {e}") from None
     except TypeError as e:
         raise InputError(f"bad options for model {name}: {e}") from None

@@ -56,6 +56,7 @@ BAD_VALUES = {
     "params": [3, {"finetune": 3}, {"*": {"mem_size": -1}}, {"*": {"ewc_lambda": NAN}}, {"*": {"nope": 1}}],
     "scenario_options": [3, {"n_tasks": 0}, {"n_tasks": 3}, {"class_order": 7}, {"setting": "any-il"}],
     "name": ["", "a/b", ".."],
+    "model_options": [3, {"hidden": [-5]}, {"hidden": "abc"}, {"width": 0}, {"hidden": [0, 10]}],
 }
 
 #: per command-line option, values that must be refused

@@ -67,6 +67,8 @@ def assert_refused(capsys, out: Path, *args: str, message: str = "") -> str:
     ("momentum = 1.0", "momentum=1.0: input should be less than 1"),
     ('eval_precision = "fp8"', "eval_precision='fp8'"),
     ("threads = 0", "threads=0"),
+    ("model_options = {hidden = [-5]}", "bad options for model mlp: MLP: hidden=-5: input should be greater"),
+    ('model_options = {hidden = "abc"}', "bad options for model mlp"),
     ("colour = 3", "unknown key(s) colour"),
 ])
 def test_bad_toml_values_are_one_line(capsys, tmp_path, toml, message):
