@@ -21,7 +21,8 @@ class EWC(Strategy):
     """EWC (Kirkpatrick et al., PNAS 2017); online EWC (Schwarz et al., ICML 2018).
 
     Penalty ``lambda/2 * sum F (theta - theta*)^2`` (``half=False`` drops the 1/2, as Avalanche
-    does). ``mode='separate'`` keeps one penalty per old task; ``'online'`` keeps a running
+    does). ``mode='separate'`` penalises every old task (their penalties summed, kept merged
+    as one exact quadratic so a step costs one term whatever the number of tasks); ``'online'`` keeps a running
     Fisher ``F <- gamma F + F_new`` anchored at the latest parameters.
 
     Fisher variants (van de Ven, "On the computation of the Fisher information in continual
@@ -44,7 +45,13 @@ class EWC(Strategy):
         super().__init__(model, optimizer, **common)
         self.ewc_lambda, self.mode, self.gamma, self.fisher = ewc_lambda, mode, gamma, fisher
         self.fisher_n, self.fisher_batch, self.half = fisher_n, fisher_batch, half
+        #: one (Fisher, anchor) pair in both modes: online EWC's running Fisher, or separate EWC's
+        #: per-task penalties merged exactly (``_absorb``); ``offset`` is the constant that merging
+        #: leaves, so the loss value is the per-task sum too
         self.penalties: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+        self.offset = 0.0
+        #: the tasks whose penalty is in ``penalties``
+        self.penalised: list[int] = []
         self._last_batch = 32
 
     def training_loss(self, x, y, task_ids):
@@ -56,25 +63,44 @@ class EWC(Strategy):
 
     def penalty(self) -> torch.Tensor:
         factor = self.ewc_lambda * (0.5 if self.half else 1.0)
-        total = 0.0
+        total = self.offset
         named = dict(self.model.named_parameters())
         for fisher, anchor in self.penalties:
             for k, f in fisher.items():
                 total = total + (f * (named[k] - anchor[k]).pow(2)).sum()
         return factor * total
 
+    def _absorb(self, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> None:
+        """Separate EWC's sum of per-task penalties, sum_k F_k (theta - theta_k)^2, kept as one
+        quadratic A (theta - m)^2 + c with A = sum_k F_k, m the F-weighted mean of the anchors and c
+        a constant (completing the square, updated task by task). The objective and its gradient
+        are the per-task sum's, but a step costs one penalty term, not one per task."""
+        if not self.penalties:
+            self.penalties = [(dict(fisher), dict(anchor))]
+            return
+        A, m = self.penalties[0]
+        merged_A, merged_m = {}, {}
+        for k, f in fisher.items():
+            total = A[k] + f
+            mean = torch.where(total > 0, (A[k] * m[k] + f * anchor[k]) / total.clamp_min(1e-30), anchor[k])
+            self.offset += float((A[k] * (m[k] - mean).pow(2) + f * (anchor[k] - mean).pow(2)).sum())
+            merged_A[k], merged_m[k] = total, mean
+        self.penalties = [(merged_A, merged_m)]
+
     def memory_held(self):
         tensors = [t for fisher, anchor in self.penalties for t in (*fisher.values(), *anchor.values())]
         return 0, sum(t.element_size() * t.nelement() for t in tensors)
 
     def after_task(self, task: Task) -> None:
-        """One Fisher and anchor per task, at its first end (a recurring task is not re-consolidated)."""
+        """One Fisher and anchor per task, at its first end (a recurring task is not re-consolidated),
+        merged into the penalty (separate: summed exactly; online: the decayed running Fisher)."""
         if not self.first_end(task):
             return
         new = self.compute_fisher(task)
         anchor = {k: p.detach().clone() for k, p in self.model.named_parameters() if p.requires_grad}
+        self.penalised.append(task.id)
         if self.mode == "separate":
-            self.penalties.append((new, anchor))
+            self._absorb(new, anchor)
         else:
             old = self.penalties[0][0] if self.penalties else None
             merged = {k: v + (self.gamma * old[k] if old is not None else 0) for k, v in new.items()}

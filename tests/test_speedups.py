@@ -84,3 +84,25 @@ def test_every_strategy_gives_byte_identical_curves_for_the_same_seed(tmp_path, 
     assert filecmp.cmp(tmp_path / "a" / "curves.csv", tmp_path / "b" / "curves.csv", shallow=False)
     losses = [pd.read_csv(tmp_path / r / "train.csv")["loss"] for r in "ab"]  # (its seconds column is time)
     pd.testing.assert_series_equal(*losses)
+
+
+def test_merged_separate_ewc_penalty_equals_the_sum_of_per_task_penalties():
+    from strategies.ewc import EWC
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    ewc = EWC(model, ewc_lambda=3.0)
+    pairs = []
+    for _ in range(4):
+        fisher = {k: torch.rand_like(p) * (torch.rand_like(p) > 0.3) for k, p in model.named_parameters()}
+        anchor = {k: p.detach() + torch.randn_like(p) for k, p in model.named_parameters()}
+        pairs.append((fisher, anchor))
+        ewc._absorb(fisher, anchor)
+    named = dict(model.named_parameters())
+    straight = 1.5 * sum((f[k] * (named[k] - a[k]).pow(2)).sum() for f, a in pairs for k in f)
+    merged = ewc.penalty()
+    torch.testing.assert_close(merged, straight, rtol=1e-5, atol=1e-6)
+    g_merged = torch.autograd.grad(merged, list(named.values()))
+    g_straight = torch.autograd.grad(straight, list(named.values()))
+    for a, b in zip(g_merged, g_straight):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
