@@ -58,8 +58,19 @@ class _Log:
 
     def curve(self, i: int) -> np.ndarray:
         """Task ``i``'s accuracies from the start of its own phase on (evaluated rows only)."""
-        v = self.values[self.phase >= i, i]
-        return v[~np.isnan(v)]
+        return self.curve_points(i)[1]
+
+    def curve_points(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(iterations, accuracies)`` of task ``i``'s curve."""
+        rows = self.phase >= i
+        v, it = self.values[rows, i], self.iteration[rows]
+        keep = ~np.isnan(v)
+        return it[keep], v[keep]
+
+    def phase_start(self, i: int) -> int:
+        """The iteration at which phase ``i`` begins (that of the last evaluation before it)."""
+        before = np.flatnonzero(self.phase < i)
+        return int(self.iteration[before[-1]]) if len(before) else 0
 
 
 def as_log(log) -> _Log:
@@ -155,38 +166,49 @@ def wc_acc(log: pd.DataFrame) -> float:
     return a_now / k + (1 - 1 / k) * min_acc(log)
 
 
-def _windowed(curve: np.ndarray, w: int, rise: bool) -> float:
-    """Largest drop (or rise) a[m] -> a[n], m < n, within w consecutive evaluations; 0 if none."""
+def _windowed(iterations: np.ndarray, curve: np.ndarray, w: int, rise: bool) -> float:
+    """Largest drop (or rise) a[m] -> a[n] between evaluations m < n less than w iterations apart
+    (both inside one window of w consecutive iterations); 0 if none."""
     best = 0.0
+    starts = np.searchsorted(iterations, iterations - w + 1, side="left")
     for n in range(1, len(curve)):
-        window = curve[max(0, n - w + 1):n]
-        change = curve[n] - window.min() if rise else window.max() - curve[n]
-        best = max(best, float(change))
+        window = curve[min(starts[n], n):n]
+        if len(window):
+            change = curve[n] - window.min() if rise else window.max() - curve[n]
+            best = max(best, float(change))
     return best
 
 
 def windowed_forgetting(log: pd.DataFrame, w: int = 10) -> float:
-    """WF^w: per task, the largest drop inside any window of w consecutive evaluations of its
+    """WF^w: per task, the largest drop inside any window of w consecutive *iterations* of its
     curve, averaged over the tasks seen so far (the one being trained included, as the reference
-    code does)."""
+    code does). Windows are counted in iterations, not evaluations, so the metric means the same
+    under any evaluation schedule; an unevaluated iteration is skipped, not interpolated, so a
+    window holding fewer than two evaluations shows no change (evaluating more sparsely than
+    every w iterations cannot see a drop, and reports 0). With evaluation at every iteration this
+    is De Lange et al.'s WF^w exactly."""
     L = as_log(log)
-    return _mean([_windowed(L.curve(i), w, rise=False) for i in range(L.p + 1)])
+    return _mean([_windowed(*L.curve_points(i), w, rise=False) for i in range(L.p + 1)])
 
 
 def windowed_plasticity(log: pd.DataFrame, w: int = 10) -> float:
     """WP^w: as WF^w with the largest rise instead of the largest drop."""
     L = as_log(log)
-    return _mean([_windowed(L.curve(i), w, rise=True) for i in range(L.p + 1)])
+    return _mean([_windowed(*L.curve_points(i), w, rise=True) for i in range(L.p + 1)])
 
 
 def lca(log: pd.DataFrame, b: int = 10) -> float:
-    """LCA^b: mean of the first b evaluations of each task while it is trained (its own phase),
-    averaged over tasks: how fast a task is learned."""
+    """LCA^b: mean accuracy of each task at the evaluations within the first b *iterations* of its
+    own phase, averaged over tasks: how fast a task is learned. Counted in iterations so the
+    schedule does not change its meaning (unevaluated iterations are skipped; a task with no
+    evaluation in that span is left out); with evaluation at every iteration these are the first
+    b evaluations, as in Chaudhry et al."""
     L = as_log(log)
     out = []
     for i in range(L.p + 1):
-        v = L.values[L.phase == i, i]
-        v = v[~np.isnan(v)][:b]
+        rows = (L.phase == i) & (L.iteration <= L.phase_start(i) + b)
+        v = L.values[rows, i]
+        v = v[~np.isnan(v)]
         if len(v):
             out.append(float(v.mean()))
     return _mean(out)
@@ -270,9 +292,10 @@ METRIC_DESCRIPTIONS = {
     "forgetting": "mean drop from each old task's best end-of-task accuracy (Chaudhry et al. 2018)",
     "min_acc": "mean over old tasks of the lowest accuracy after their training (De Lange et al. 2023)",
     "wc_acc": "worst-case accuracy: A_k/k + (1-1/k) min-ACC (De Lange et al. 2023)",
-    "wf10": "windowed forgetting, window 10 evaluations", "wf100": "windowed forgetting, window 100",
-    "wp10": "windowed plasticity, window 10", "wp100": "windowed plasticity, window 100",
-    "lca10": "learning-curve area over the first 10 evaluations of each task (Chaudhry et al. 2019)",
+    "wf10": "windowed forgetting: largest drop within 10 iterations (unevaluated iterations skipped)",
+    "wf100": "windowed forgetting, window 100 iterations",
+    "wp10": "windowed plasticity, window 10 iterations", "wp100": "windowed plasticity, window 100 iterations",
+    "lca10": "learning-curve area over the first 10 iterations of each task (Chaudhry et al. 2019)",
     "aaa": "average anytime accuracy over all evaluations",
     "gap_depth": "mean stability-gap depth over (old task, transition) pairs (Lapacz et al. 2025)",
     "gap_depth_norm": "gap depth divided by the pre-switch accuracy",

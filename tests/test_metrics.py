@@ -105,3 +105,37 @@ def test_a_partly_trained_stream_gives_the_metrics_of_its_prefix(log):
     longer = pd.concat([log, extra])
     for name in ("acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc"):
         assert getattr(metrics, name)(longer) == pytest.approx(getattr(metrics, name)(log))
+
+
+def _one_task_log(iterations, accuracies):
+    rows = [{"eval_step": 0, "iteration": 0, "trained_task": -1, "task": 0, "accuracy": 0.1, "n": 1}]
+    rows += [{"eval_step": s + 1, "iteration": i, "trained_task": 0, "task": 0, "accuracy": a, "n": 1}
+             for s, (i, a) in enumerate(zip(iterations, accuracies))]
+    return pd.DataFrame(rows)
+
+
+def test_windows_are_iterations_so_a_sparse_schedule_keeps_their_meaning():
+    # task 0 evaluated every 5 iterations: 0.1 at 0, then 1.0, 0.9, 0.5, 0.6, 0.6 at 5, 10, ..., 25
+    log = _one_task_log([5, 10, 15, 20, 25], [1.0, 0.9, 0.5, 0.6, 0.6])
+    assert metrics.windowed_forgetting(log, 5) == 0.0  # no two evaluations less than 5 iterations apart
+    assert metrics.windowed_forgetting(log, 6) == pytest.approx(0.4)  # 0.9 -> 0.5, 5 iterations apart
+    assert metrics.windowed_forgetting(log, 11) == pytest.approx(0.5)  # 1.0 -> 0.5, 10 apart
+    assert metrics.windowed_plasticity(log, 6) == pytest.approx(0.1)  # 0.5 -> 0.6 (the curve starts in its phase)
+    assert metrics.lca(log, 10) == pytest.approx((1.0 + 0.9) / 2)  # evaluations at iterations 5 and 10
+    assert metrics.lca(log, 4) != metrics.lca(log, 4)  # nothing evaluated in the first 4 iterations: NaN
+
+
+def test_every_iteration_evaluation_gives_the_per_evaluation_definitions():
+    """With an evaluation at every iteration, windows of w iterations are windows of w evaluations
+    and the first b iterations the first b evaluations (De Lange et al.'s and Chaudhry et al.'s)."""
+    rng = np.random.default_rng(0)
+    acc = rng.random(60)
+    log = _one_task_log(range(1, 61), acc)
+    curve = acc  # a task's curve starts with its own phase
+    for w in (2, 3, 10, 100):
+        drops = [max(0.0, curve[max(0, n - w + 1):n].max() - curve[n]) for n in range(1, len(curve))]
+        rises = [max(0.0, curve[n] - curve[max(0, n - w + 1):n].min()) for n in range(1, len(curve))]
+        assert metrics.windowed_forgetting(log, w) == pytest.approx(max(drops))
+        assert metrics.windowed_plasticity(log, w) == pytest.approx(max(rises))
+    for b in (1, 10, 100):
+        assert metrics.lca(log, b) == pytest.approx(acc[:b].mean())
