@@ -61,7 +61,8 @@ def cli() -> None:
 @click.option("--threads", type=int, help="CPU threads of each run, fixed whatever --jobs is, so results do not "
               "depend on the executor [1]")
 @click.option("--jobs", type=click.IntRange(min=1),
-              help="runs in parallel processes [the CPU cores here // --threads]; any value gives the same numbers")
+              help="runs in parallel processes [on CPU: the cores here // --threads; on GPU: 1]; any value gives "
+              "the same numbers")
 @click.option("--force", is_flag=True, help="rerun runs whose results already exist")
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
 @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -136,7 +137,8 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
             changes["name"] += f"-{changes['ordering']}"
     exp = Experiment.from_mapping({**dataclasses.asdict(base), **changes}, "")
     root = Path(out) if out else Path("results") / exp.name
-    counts = run_experiment(exp, root, force=force, jobs=jobs or default_jobs(exp.threads), show_progress=not quiet)
+    jobs = jobs or default_jobs(exp.threads, exp.device)
+    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet)
     lb = write_leaderboard([root], root)
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
         from clbench.plots import plot_all

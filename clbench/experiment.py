@@ -55,29 +55,30 @@ class Experiment(RunSettings):
 
     def validate(self) -> Experiment:
         """Everything a run checks before its first update, for every scenario x strategy, so a bad
-        value fails now and not after hours of other runs (and before anything is written)."""
-        self = validated(Experiment, dataclasses.asdict(self), "experiment")
-        if self.eval_on == "val" and float(self.val_fraction) == 0.0:
+        value fails now and not after hours of other runs (and before anything is written). Returns
+        the experiment with every value checked and converted to its declared type."""
+        exp = validated(Experiment, dataclasses.asdict(self), "experiment")
+        if exp.eval_on == "val" and float(exp.val_fraction) == 0.0:
             raise InputError("--eval-on val needs a validation split: --val-fraction must be > 0")
-        for s in self.scenarios:
+        for s in exp.scenarios:
             scenario_spec(s)
-        for s in self.strategies:
+        for s in exp.strategies:
             strategy_entry(s)
-        for key, values in self.params.items():
-            targets = self.strategies if key == "*" else [key]
-            if key != "*" and key not in self.strategies:
+        for key, values in exp.params.items():
+            targets = exp.strategies if key == "*" else [key]
+            if key != "*" and key not in exp.strategies:
                 raise InputError(f"--param {key}.<name> given, but strategy {key} is not part of this experiment")
             for k in values:
                 if not any(k in strategy_entry(t).params() for t in targets):
                     raise InputError(f"no strategy in this experiment has a parameter {k!r}")
-        for s in self.strategies:
-            coerce_params(s, self.strategy_params(s))
-        first = {(c.scenario, c.strategy): c for c in reversed(self.run_configs())}
-        for s in self.scenarios:  # missing or malformed data, bad scenario options
-            scenario = build_scenario(first[s, self.strategies[0]])
-            for st in self.strategies:  # the model, budget, stream, evaluator and schedule of each strategy
+        for s in exp.strategies:
+            coerce_params(s, exp.strategy_params(s))
+        first = {(c.scenario, c.strategy): c for c in reversed(exp.run_configs())}
+        for s in exp.scenarios:  # missing or malformed data, bad scenario options
+            scenario = build_scenario(first[s, exp.strategies[0]])
+            for st in exp.strategies:  # the model, budget, stream, evaluator and schedule of each strategy
                 check_run(first[s, st], scenario)
-        return self
+        return exp
 
     def strategy_params(self, strategy: str) -> dict[str, Any]:
         own = strategy_entry(strategy).params()
@@ -243,9 +244,13 @@ def _union(a: list, b: list) -> list:
     return list(dict.fromkeys([*a, *b]))
 
 
-def default_jobs(threads: int) -> int:
+def default_jobs(threads: int, device: str = "cpu") -> int:
     """As many parallel runs as fit the CPU cores this process may use, ``threads`` each: the
-    numbers are the same for any count (each run fixes its threads), only the wall time changes."""
+    numbers are the same for any count (each run fixes its threads), only the wall time changes.
+    On a GPU one run at a time: parallel processes would each hold a CUDA context and share one
+    device without running faster."""
+    if not device.startswith("cpu"):
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

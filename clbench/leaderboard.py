@@ -44,7 +44,7 @@ def run_folders(roots: list[Path]) -> list[Path]:
 
 def failed_runs(roots: list[Path]) -> pd.DataFrame:
     """One row per run folder that holds an ``error.json`` and no complete result: scenario,
-    strategy, seed, error, folder."""
+    strategy, run (seed<k>[-order<o>]), error, folder."""
     rows = []
     for root in roots:
         for err in sorted(Path(root).glob(f"runs/*/*/seed*/{ERROR_FILE}")):

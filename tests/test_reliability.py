@@ -400,3 +400,11 @@ def test_direct_construction_checks_the_same_declarations():
         from clbench.runner import run
 
         run(RunConfig(seed=-1))
+
+
+def test_default_jobs_fill_the_cores_on_cpu_and_one_on_a_gpu():
+    from clbench.experiment import default_jobs
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_jobs(1) == cores and default_jobs(cores) == 1 and default_jobs(4 * cores) == 1
+    assert default_jobs(1, "cuda:0") == 1
