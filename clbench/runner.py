@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import platform
 import shutil
 import time
@@ -33,8 +34,8 @@ RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.js
 
 # Types and ranges of the settings, declared next to each field below and checked by pydantic
 # (``validated``) before anything runs.
-Momentum = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
-ValFraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+#: a finite share in [0, 1) (momentum, the validation fraction)
+Share = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 
 
 def _eval_subset(value: int | str) -> int | str:
@@ -52,10 +53,16 @@ def _eval_subset(value: int | str) -> int | str:
 EvalSubset = Annotated[int | str, BeforeValidator(_eval_subset)]
 
 
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    """Built once per class: building the schema costs far more than checking a value."""
+    return TypeAdapter(cls)
+
+
 def validated(cls: type, values: dict[str, Any], what: str):
     """``cls(**values)`` with every field's declared type and range checked (one line on error)."""
     try:
-        return TypeAdapter(cls).validate_python(values)
+        return _adapter(cls).validate_python(values)
     except ValidationError as e:
         raise InputError(describe(e, what)) from None
 
@@ -70,7 +77,7 @@ class RunSettings:
     model_options: dict[str, Any] = field(default_factory=dict)
     optimizer: Literal["sgd", "adam"] | None = None
     lr: Positive | None = None
-    momentum: Momentum | None = None
+    momentum: Share | None = None
     batch_size: Count | None = None
     epochs: Positive | None = None
     iterations: Count | None = None
@@ -87,7 +94,7 @@ class RunSettings:
     #: training augmentation family of every strategy: none, weak, standard (None: the scenario's default)
     augment: Family | None = None
     #: share of every class's training samples held out for validation (never trained on)
-    val_fraction: ValFraction = 0.1
+    val_fraction: Share = 0.1
     #: what the continual evaluation measures: "test" or "val" (choose hyperparameters on val only)
     eval_on: Literal["test", "val"] = "test"
     #: CPU threads of the run's own process (torch intra-op): fixed per run and recorded, because the

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from scenarios.data import Task
 from scenarios.validation import Count, NonNegative, UnitInterval, checked
 from strategies.base import Strategy
+from strategies.linear_layers import linear_layers, recorded_io
 
 FisherVariant = Literal["exact", "sample", "empirical", "batched"]
 FISHER_VARIANTS: tuple[str, ...] = get_args(FisherVariant)
@@ -140,13 +141,6 @@ class EWC(Strategy):
         self.model.zero_grad(set_to_none=True)
         return {k: v / max(1, n_batches) for k, v in out.items()}
 
-    def _linear_only(self) -> list[nn.Linear] | None:
-        """The model's Linear layers if they hold every trainable parameter (MLPs), else None."""
-        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
-        owned = {id(p) for m in linears for p in m.parameters() if p.requires_grad}
-        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
-        return linears if linears and owned == trainable else None
-
     def _class_weights(self, probs: torch.Tensor, y: torch.Tensor):
         """(labels, weights) pairs whose weighted squared gradients sum to the chosen Fisher."""
         if self.fisher == "exact":
@@ -168,16 +162,9 @@ class EWC(Strategy):
         are summed before the one matmul per layer, and their deltas come from one batched
         backward pass per chunk (``is_grads_batched``), so the exact Fisher over C classes costs
         about one forward and C cheap delta propagations, not C full backward passes."""
-        inputs: dict[nn.Linear, torch.Tensor] = {}
-        outputs: dict[nn.Linear, torch.Tensor] = {}
-
-        def hook(module, inp, out):
-            inputs[module], outputs[module] = inp[0].detach(), out
-
-        handles = [m.register_forward_hook(hook) for m in linears]
         fw = {m: torch.zeros_like(m.weight) for m in linears}
         fb = {m: torch.zeros_like(m.bias) for m in linears if m.bias is not None}
-        try:
+        with recorded_io(linears) as (inputs, outputs):
             for s in range(0, len(y), 1024):
                 xs, ys, ts = x[s:s + 1024], y[s:s + 1024], t[s:s + 1024]
                 with torch.enable_grad():
@@ -197,16 +184,13 @@ class EWC(Strategy):
                         fw[m] += wd2.T @ inputs[m].pow(2)
                         if m in fb:
                             fb[m] += wd2.sum(0)
-        finally:
-            for h in handles:
-                h.remove()
         names = {id(p): k for k, p in self.model.named_parameters()}
         out = {names[id(m.weight)]: v / len(y) for m, v in fw.items()}
         out.update({names[id(m.bias)]: v / len(y) for m, v in fb.items()})
         return out
 
     def _fisher_per_sample(self, x, y, t):
-        linears = self._linear_only()
+        linears = linear_layers(self.model)
         if linears is not None:
             fisher = self._fisher_linear(linears, x, y, t)
             if fisher is not None:

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from scenarios.errors import InputError
 from scenarios.validation import Count, NonNegative, checked
 from strategies.base import Strategy
+from strategies.linear_layers import linear_layers, recorded_io
 
 
 def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-8) -> torch.Tensor:
@@ -115,12 +116,9 @@ class GEM(Strategy):
         return torch.stack(G)
 
     def _linear_layers(self) -> list[nn.Linear] | None:
-        """The Linear layers if they hold every trainable parameter, in ``self._params`` order."""
+        """``linear_layers`` of the model, looked up once (this runs every step)."""
         if self._linears is None:
-            linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
-            owned = [p for m in linears for p in (m.weight, m.bias) if p is not None and p.requires_grad]
-            same = len(owned) == len(self._params) and {id(p) for p in owned} == {id(p) for p in self._params}
-            self._linears = linears if linears and same else []
+            self._linears = linear_layers(self.model) or []
         return self._linears or None
 
     def _linear_memory_gradients(self, past: list[int], linears: list[nn.Linear]) -> torch.Tensor | None:
@@ -130,18 +128,8 @@ class GEM(Strategy):
         parts = [self.memory[k] for k in past]
         mx, my, mt = (torch.cat(a) for a in zip(*parts))
         sizes = [len(p[1]) for p in parts]
-        inputs: dict[nn.Linear, torch.Tensor] = {}
-        outputs: dict[nn.Linear, torch.Tensor] = {}
-
-        def hook(module, inp, out):
-            inputs[module], outputs[module] = inp[0].detach(), out
-
-        handles = [m.register_forward_hook(hook) for m in linears]
-        try:
+        with recorded_io(linears) as (inputs, outputs):
             logits = self.logits(mx, mt)
-        finally:
-            for h in handles:
-                h.remove()
         if any(inputs[m].dim() != 2 for m in linears):
             return None
         weights = torch.cat([torch.full((n,), 1.0 / n, device=my.device) for n in sizes])
