@@ -42,6 +42,11 @@ def run_folders(roots: list[Path]) -> list[Path]:
     return found
 
 
+#: what a run's config holds beyond the settings its row shares: merged experiments whose settings
+#: differ (another --lr, --epochs, budget) get separate rows, never one mean over both
+NOT_SETTINGS = {"scenario", "strategy", "seed", "params", "ordering_seed", "device", "data_root", "threads"}
+
+
 def failed_runs(roots: list[Path]) -> pd.DataFrame:
     """One row per run folder that holds an ``error.json`` and no complete result: scenario,
     strategy, run (seed<k>[-order<o>]), error, folder."""
@@ -96,6 +101,8 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
             losses = read_result(d / "train.csv", lambda p: pd.read_csv(p)["loss"].to_numpy(dtype=float))
             s.update(diverged_at=metrics.diverged_at(losses), divergence=metrics.DIVERGENCE_RULE)
         s["params"] = json.dumps(s.get("params") or {}, sort_keys=True)
+        run = read_result(d / "config.json", io.read_json).get("run", {})
+        s["settings"] = json.dumps({k: v for k, v in run.items() if k not in NOT_SETTINGS}, sort_keys=True, default=str)
         s["run_dir"] = str(d)
         rows.append(s)
     df = pd.DataFrame(rows)
@@ -114,11 +121,14 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.Da
     if runs.empty and failed.empty:
         return pd.DataFrame()
     if runs.empty:
-        runs = pd.DataFrame(columns=["scenario", "setting", "strategy", "params", "seed"])
-    keys = ["scenario", "setting", "strategy", "params"]
+        runs = pd.DataFrame(columns=["scenario", "setting", "strategy", "params", "settings", "seed"])
+    if "settings" not in runs:
+        runs = runs.assign(settings="{}")
+    keys = ["scenario", "setting", "strategy", "params", "settings"]
     out = []
     for key, g in runs.groupby(keys, sort=False):
         row = dict(zip(keys, key))
+        row["n_runs"] = len(g)
         row["n_seeds"] = int(g["seed"].nunique())
         row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
         row["n_diverged"] = int(g["diverged_at"].notna().sum()) if "diverged_at" in g else 0
@@ -137,11 +147,12 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.Da
     n_failed = failed.groupby(["scenario", "strategy"]).size().to_dict() if len(failed) else {}
     for scenario, strategy in n_failed:  # strategies none of whose runs finished
         if not any(r["scenario"] == scenario and r["strategy"] == strategy for r in out):
-            out.append({"scenario": scenario, "setting": "", "strategy": strategy, "params": "{}", "n_seeds": 0,
+            out.append({"scenario": scenario, "setting": "", "strategy": strategy, "params": "{}",
+                        "settings": "{}", "n_runs": 0, "n_seeds": 0,
                         "seeds": "", "n_diverged": 0, "label": strategy, "uses_memory": False,
                         "memory_budget": None, "budget_overridden": "",
                         **{f"{m}_{s}": float("nan") for m in METRICS for s in ("mean", "std")}})
-    lb = pd.DataFrame(out)
+    lb = _distinguish(pd.DataFrame(out))
     lb["n_failed"] = [n_failed.get((r.scenario, r.strategy), 0) for r in lb.itertuples()]
     if "ordering_seed" in runs and runs["ordering_seed"].notna().any():
         lb = _ordering_spread(runs, lb, keys)
@@ -150,6 +161,21 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.Da
     lb["_diverged"] = lb["n_diverged"] > 0
     return lb.sort_values(["_o", "_diverged", "acc_mean"], ascending=[True, True, False], na_position="last") \
         .drop(columns=["_o", "_diverged"]).reset_index(drop=True)
+
+
+def _distinguish(lb: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one scenario that share a label but differ in parameters or settings (merged
+    experiments) get what differs appended to their label: ``er [lr=0.05]``."""
+    lb = lb.copy()
+    for _, g in lb.groupby(["scenario", "label"], sort=False):
+        if len(g) < 2:
+            continue
+        values = {i: {**json.loads(r["params"]), **json.loads(r["settings"])} for i, r in g.iterrows()}
+        names = sorted({k for v in values.values() for k in v})
+        differ = [k for k in names if len({json.dumps(v.get(k), sort_keys=True) for v in values.values()}) > 1]
+        for i, v in values.items():
+            lb.loc[i, "label"] += " [" + ", ".join(f"{k}={v.get(k)}" for k in differ) + "]"
+    return lb
 
 
 def _ordering_spread(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -218,7 +244,7 @@ def _runs_cell(row) -> str:
     """Runs behind a row, with the diverged and failed ones said where there are any."""
     notes = [f"{row.n_diverged} DIVERGED"] if getattr(row, "n_diverged", 0) else []
     notes += [f"{row.n_failed} FAILED"] if getattr(row, "n_failed", 0) else []
-    return f"{row.n_seeds}" + (f" ({', '.join(notes)})" if notes else "")
+    return f"{row.n_runs}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -255,7 +281,7 @@ def reliability_notes(lb: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
     """Sentences on the runs a row's numbers do not come from, or come from a broken model."""
     notes = []
     for r in lb[lb["n_diverged"] > 0].itertuples():
-        notes.append(f"{r.scenario}: {r.label} — {r.n_diverged} of {r.n_seeds} run(s) DIVERGED "
+        notes.append(f"{r.scenario}: {r.label} — {r.n_diverged} of {r.n_runs} run(s) DIVERGED "
                      f"({metrics.DIVERGENCE_RULE}); the row ranks last whatever its metrics say.")
     for r in failed.itertuples():
         notes.append(f"{r.scenario}: {r.strategy} {r.run} FAILED ({r.error}); not in the means — see "

@@ -408,3 +408,12 @@ def test_default_jobs_fill_the_cores_on_cpu_and_one_on_a_gpu():
     cores = len(os.sched_getaffinity(0))
     assert default_jobs(1) == cores and default_jobs(cores) == 1 and default_jobs(4 * cores) == 1
     assert default_jobs(1, "cuda:0") == 1
+
+
+def test_merged_experiments_with_other_settings_stay_separate_rows(tmp_path):
+    for name, lr in (("a", 0.05), ("b", 0.01)):
+        run_experiment(Experiment(strategies=["finetune"], seeds=[0], iterations=3, eval_every=3, eval_subset=10,
+                                  lr=lr), tmp_path / name, show_progress=False)
+    lb = write_leaderboard([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    assert sorted(lb["label"]) == ["finetune [lr=0.01]", "finetune [lr=0.05]"]
+    assert lb["n_runs"].tolist() == [1, 1]
