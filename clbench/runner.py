@@ -339,7 +339,12 @@ def check_run(config: RunConfig, scenario: scenarios.Scenario | None = None) -> 
     device = check_device(config.device)
     scenario = scenario or build_scenario(config)
     with threads(config.threads):
-        _train(config.resolved(scenario), scenario, device, check_only=True)
+        resolved = config.resolved(scenario)
+        if not strategy_entry(config.strategy).uses_model:
+            # the experiment's model settings are shared by all its strategies: a bad model name
+            # or option is an error even in a table whose only strategy ignores the model (NMC)
+            build_model_and_optimizer(resolved, scenario, torch.device("cpu"))
+        _train(resolved, scenario, device, check_only=True)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ line on stderr, exit 2, and write nothing."""
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -116,8 +117,14 @@ def invoke(capsys, args: list[str]) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+#: CI draws the same examples every time (a gate must not be flaky); ``CLBENCH_EXPLORE=K`` draws K
+#: times as many fresh random ones, to hunt for new failures while developing
+EXPLORE = int(os.environ.get("CLBENCH_EXPLORE", "0"))
+
+
 def property_test(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None,
+    return settings(max_examples=examples * max(EXPLORE, 1), deadline=None, derandomize=not EXPLORE,
+                    database=None if not EXPLORE else settings.default.database, print_blob=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -97,6 +97,8 @@ def test_bad_toml_values_are_one_line(capsys, tmp_path, toml, message):
     (["--jobs", "0"], "--jobs"),
     (["--dense-after-switch", "-1"], "dense_after_switch=-1"),
     (["--model", "transformer"], "unknown model 'transformer'"),
+    # the model settings are the experiment's: refused even where the only strategy ignores the model
+    (["--strategy", "nmc", "--model", "transformer"], "unknown model 'transformer'"),
     (["--orderings", "0"], "orderings=0"),
     (["--colour", "red"], "No such option '--colour'"),
     (["--strategy", "ewc", "--param", "ewc_lambda=nan"], "strategy ewc: ewc_lambda='nan': input should be a finite"),
