@@ -1,7 +1,8 @@
-"""The ``clbench`` command line: run, report, plot, list."""
+"""The ``clbench`` command line: run, tune, report, plot, list."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shlex
 import sys
@@ -21,124 +22,185 @@ def cli() -> None:
     """clbench: which continual-learning strategy forgets least, and how badly does it dip while it learns?"""
 
 
-@cli.command()
-@click.option("--scenario", "scenarios_", multiple=True, help="scenario name(s), comma-separated [split-digits]")
-@click.option("--strategy", "strategies_", multiple=True, help="strategy name(s), comma-separated, or 'all'")
-@click.option("--seeds", help="seeds: 0,1,2 or 0-4 [0,1,2]")
-@click.option("--seed", type=int, help="a single seed (same as --seeds K)")
-@click.option("--param", "params", multiple=True, help="strategy parameter: name=value or strategy.name=value")
-@click.option("--setting", type=click.Choice(["class-il", "task-il", "domain-il"]), help="override the setting")
-@click.option("--class-order", help="fixed, seed, or a comma-separated list of classes")
-@click.option("--n-tasks", type=int, help="number of tasks (split/permuted scenarios)")
-@click.option("--eval-every", type=int, help="evaluate every N iterations [1]")
-@click.option("--eval-subset", help="evaluation samples per task, or 'all' [1000]")
-@click.option("--eval-resample/--no-eval-resample", default=None, help="redraw evaluation subsets every time")
-@click.option("--eval-precision", type=click.Choice(["fp32", "bf16"]),
-              help="evaluation forward precision [fp32]; bf16 is ~4x faster, may flip near-ties")
-@click.option("--dense-after-switch", type=int, help="evaluate every iteration for N iterations after a boundary")
-@click.option("--epochs", type=float, help="epochs per task (scenario default otherwise)")
-@click.option("--iterations", type=int, help="iterations per task (instead of epochs)")
-@click.option("--batch-size", type=int, help="training batch size")
-@click.option("--lr", type=float, help="learning rate")
-@click.option("--model", help="network: mlp, cnn, resnet18-slim")
-@click.option("--memory", type=int, help="memory budget in samples for every memory-using strategy "
-              "(ER/vb-er hold N, GEM N // tasks per task) [the scenario's default]")
-@click.option("--augment", type=click.Choice(["none", "weak", "standard"]),
-              help="training augmentation of every strategy [the scenario's default]")
-@click.option("--val-fraction", type=float, help="share of each class's training data held out for validation "
-              "[0.1]; 0 turns it off")
-@click.option("--eval-on", type=click.Choice(["test", "val"]),
-              help="evaluate on the test sets (report) or the validation split (choose hyperparameters) [test]")
-@click.option("--ordering", help="stream ordering [sequential]")
-@click.option("--ordering-param", "ordering_params", multiple=True, help="ordering parameter name=value")
-@click.option("--orderings", type=int, help="repeat over K seeded orderings (class order + stream); "
-              "the leaderboard gains the spread across them")
-@click.option("--device", help="cpu, cuda, cuda:N [cpu]")
-@click.option("--data-root", type=click.Path(), help="where the dataset files are")
-@click.option("--config", "config_path", type=click.Path(), help="experiment.toml describing the experiment")
-@click.option("--name", help="experiment name (folder under results/)")
-@click.option("--out", type=click.Path(), help="experiment folder [results/<name>]")
-@click.option("--threads", type=int, help="CPU threads of each run, fixed whatever --jobs is, so results do not "
-              "depend on the executor [1]")
-@click.option("--jobs", type=click.IntRange(min=1),
-              help="runs in parallel processes [on CPU: the cores here // --threads; on GPU: 1]; any value gives "
-              "the same numbers")
-@click.option("--force", is_flag=True, help="rerun runs whose results already exist")
-@click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
-@click.option("--quiet", is_flag=True, help="no progress bars")
-def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_tasks, eval_every, eval_subset,
-        eval_resample, eval_precision, dense_after_switch, epochs, iterations, batch_size, lr, model, memory, augment,
-        val_fraction, eval_on, ordering, ordering_params, orderings, device, data_root, config_path, name, out,
-        threads, jobs, force, plots, quiet):
-    """Run an experiment (with no options: the default benchmark on split-digits, offline).
+def _settings_options(f):
+    """The options that describe how runs train and evaluate, shared by ``run`` and ``tune``."""
+    options = [
+        click.option("--strategy", "strategies_", multiple=True,
+                     help="strategy name(s), comma-separated, 'all', avalanche:NAME or package.module:Class"),
+        click.option("--seeds", help="seeds: 0,1,2 or 0-4 [0,1,2]"),
+        click.option("--seed", type=int, help="a single seed (same as --seeds K)"),
+        click.option("--param", "params", multiple=True, help="strategy parameter: name=value or strategy.name=value"),
+        click.option("--setting", type=click.Choice(["class-il", "task-il", "domain-il"]), help="override the setting"),
+        click.option("--class-order", help="fixed, seed, or a comma-separated list of classes"),
+        click.option("--n-tasks", type=int, help="number of tasks (split/permuted scenarios)"),
+        click.option("--eval-every", type=int, help="evaluate every N iterations [1]"),
+        click.option("--eval-subset", help="evaluation samples per task, or 'all' [1000]"),
+        click.option("--eval-resample/--no-eval-resample", default=None, help="redraw evaluation subsets every time"),
+        click.option("--eval-precision", type=click.Choice(["fp32", "bf16"]),
+                     help="evaluation forward precision [fp32]; bf16 is ~4x faster, may flip near-ties"),
+        click.option("--dense-after-switch", type=int,
+                     help="evaluate every iteration for N iterations after a boundary"),
+        click.option("--epochs", type=float, help="epochs per task (scenario default otherwise)"),
+        click.option("--iterations", type=int, help="iterations per task (instead of epochs)"),
+        click.option("--batch-size", type=int, help="training batch size"),
+        click.option("--lr", type=float, help="learning rate"),
+        click.option("--model", help="network: mlp, cnn, resnet18-slim"),
+        click.option("--memory", type=int, help="memory budget in samples for every memory-using strategy "
+                     "(ER/vb-er hold N, GEM N // tasks per task) [the scenario's default]"),
+        click.option("--augment", type=click.Choice(["none", "weak", "standard"]),
+                     help="training augmentation of every strategy [the scenario's default]"),
+        click.option("--val-fraction", type=float, help="share of each class's training data held out for "
+                     "validation [0.1]; 0 turns it off"),
+        click.option("--ordering", help="stream ordering [sequential]"),
+        click.option("--ordering-param", "ordering_params", multiple=True, help="ordering parameter name=value"),
+        click.option("--device", help="cpu, cuda, cuda:N [cpu]"),
+        click.option("--data-root", type=click.Path(), help="where the dataset files are"),
+        click.option("--threads", type=int, help="CPU threads of each run, fixed whatever --jobs is, so results do "
+                     "not depend on the executor [1]"),
+        click.option("--quiet", is_flag=True, help="no progress bars"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
-    Completed runs are skipped, so running the same command again resumes an interrupted experiment.
-    """
-    from clbench.experiment import (
-        Experiment,
-        default_jobs,
-        load_toml,
-        parse_names,
-        parse_params,
-        parse_seeds,
-        run_experiment,
-    )
-    from clbench.leaderboard import people_table, to_text, write_leaderboard
-    from scenarios.registry import SCENARIOS
+
+def _executor_options(f):
+    """Where the runs go: the local process pool or Ray (``run`` and ``tune``)."""
+    options = [
+        click.option("--address", help="join the Ray cluster at ADDR (auto, HOST:PORT, ray://HOST:10001) "
+                     "[start a local Ray instance]"),
+        click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True),
+                     help="Ray: CPUs each run holds [--threads]"),
+        click.option("--gpus-per-run", type=click.FloatRange(min=0),
+                     help="Ray: GPUs each run holds (fractions share one) [1 with --device cuda, else 0]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = None):
+    """The experiment ``base`` with the command line's settings applied, every value checked."""
+    from clbench.experiment import Experiment, parse_names, parse_params, parse_seeds
     from strategies.registry import REGISTRY
 
-    base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
     changes: dict = {}
     if scenarios_:
-        changes["scenarios"] = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario")
-    if strategies_:
-        changes["strategies"] = parse_names(",".join(_split(strategies_)), list(REGISTRY), "strategy",
-                                            prefixes=("avalanche:",))
-    if seeds is not None and seed is not None:
+        changes["scenarios"] = scenarios_
+    if opts.get("strategies_"):
+        changes["strategies"] = parse_names(",".join(_split(opts["strategies_"])), list(REGISTRY), "strategy",
+                                            qualified=True)
+    if opts.get("seeds") is not None and opts.get("seed") is not None:
         raise InputError("give either --seeds or --seed, not both")
-    if seeds is not None:
-        changes["seeds"] = parse_seeds(seeds)
-    if seed is not None:
-        changes["seeds"] = [seed]
-    if params:
+    if opts.get("seeds") is not None:
+        changes["seeds"] = parse_seeds(opts["seeds"])
+    if opts.get("seed") is not None:
+        changes["seeds"] = [opts["seed"]]
+    if opts.get("params"):
         merged = {k: dict(v) for k, v in base.params.items()}
-        for k, v in parse_params(list(params)).items():
+        for k, v in parse_params(list(opts["params"])).items():
             merged.setdefault(k, {}).update(v)
         changes["params"] = merged
     sc_opts = dict(base.scenario_options)
-    if setting:
-        sc_opts["setting"] = setting
-    if class_order is not None:
-        sc_opts["class_order"] = _class_order(class_order)
-    if n_tasks is not None:
-        sc_opts["n_tasks"] = n_tasks
+    if opts.get("setting"):
+        sc_opts["setting"] = opts["setting"]
+    if opts.get("class_order") is not None:
+        sc_opts["class_order"] = _class_order(opts["class_order"])
+    if opts.get("n_tasks") is not None:
+        sc_opts["n_tasks"] = opts["n_tasks"]
     changes["scenario_options"] = sc_opts
-    if ordering_params:
+    if opts.get("ordering_params"):
         from strategies.registry import coerce_value
 
         op = {}
-        for pair in ordering_params:
+        for pair in opts["ordering_params"]:
             if "=" not in pair:
                 raise InputError(f"--ordering-param {pair!r} must look like name=value")
             k, v = pair.split("=", 1)
             op[k.strip()] = coerce_value(k, v.strip(), None)
         changes["ordering_params"] = op
-    for key, value in dict(eval_every=eval_every, eval_subset=eval_subset, eval_resample=eval_resample,
-                           eval_precision=eval_precision,
-                           dense_after_switch=dense_after_switch, epochs=epochs, iterations=iterations,
-                           batch_size=batch_size, lr=lr, model=model, memory=memory, augment=augment,
-                           val_fraction=val_fraction, eval_on=eval_on, threads=threads, ordering=ordering,
-                           orderings=orderings, device=device, data_root=data_root, name=name).items():
-        if value is not None:
-            changes[key] = value
-    if name is None and not config_path and "scenarios" in changes:
-        changes["name"] = "-".join(changes["scenarios"])
-        if changes.get("ordering", "sequential") != "sequential":
-            changes["name"] += f"-{changes['ordering']}"
-    exp = Experiment.from_mapping({**dataclasses.asdict(base), **changes}, "")
+    for key in ("eval_every", "eval_subset", "eval_resample", "eval_precision", "dense_after_switch", "epochs",
+                "iterations", "batch_size", "lr", "model", "memory", "augment", "val_fraction", "eval_on", "threads",
+                "ordering", "orderings", "device", "data_root", "name"):
+        if opts.get(key) is not None:
+            changes[key] = opts[key]
+    return Experiment.from_mapping({**dataclasses.asdict(base), **changes}, "")
+
+
+def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_per_run: float | None,
+                  gpus_per_run: float | None, stack: contextlib.ExitStack):
+    """``None`` (run_experiment's local default: this process or a pool of ``jobs``) or Ray tasks on
+    a Ray session entered on ``stack``."""
+    ray_only = {"--address": address, "--cpus-per-run": cpus_per_run, "--gpus-per-run": gpus_per_run}
+    if kind != "ray":
+        given = [k for k, v in ray_only.items() if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} need --executor ray")
+        return None
+    if jobs is not None:
+        raise InputError("--jobs is for the local executor; Ray runs as many runs as the cluster's CPUs hold "
+                         "(--cpus-per-run each)")
+    from clbench import executors
+
+    stack.enter_context(executors.ray_session(address))
+    cpus = cpus_per_run or exp.threads
+    gpus = gpus_per_run if gpus_per_run is not None else (1 if exp.device.startswith("cuda") else 0)
+    return lambda todo: executors.ray_tasks(todo, cpus, gpus)
+
+
+@cli.command()
+@click.option("--scenario", "scenarios_", multiple=True, help="scenario name(s), comma-separated [split-digits]")
+@_settings_options
+@click.option("--eval-on", type=click.Choice(["test", "val"]),
+              help="evaluate on the test sets (report) or the validation split (choose hyperparameters) [test]")
+@click.option("--orderings", type=int, help="repeat over K seeded orderings (class order + stream); "
+              "the leaderboard gains the spread across them")
+@click.option("--config", "config_path", type=click.Path(), help="experiment.toml describing the experiment")
+@click.option("--name", help="experiment name (folder under results/)")
+@click.option("--out", type=click.Path(), help="experiment folder [results/<name>]")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              help="local: this machine's process pool; ray: one Ray task per run, on a local instance or the "
+              "cluster at --address [local]")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="local executor: runs in parallel processes [on CPU: the cores here // --threads; on GPU: 1]; "
+              "any value gives the same numbers")
+@_executor_options
+@click.option("--force", is_flag=True, help="rerun runs whose results already exist")
+@click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
+def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpus_per_run, force, plots, **opts):
+    """Run an experiment (with no options: the default benchmark on split-digits, offline).
+
+    Completed runs are skipped, so running the same command again resumes an interrupted experiment.
+    """
+    from clbench.experiment import Experiment, default_jobs, load_toml, parse_names
+    from scenarios.registry import SCENARIOS
+
+    base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
+    names = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario") if scenarios_ else None
+    exp = experiment_from_options(base, opts, names)
+    if opts.get("name") is None and not config_path and names:
+        exp = dataclasses.replace(exp, name="-".join(names) + (f"-{exp.ordering}" if exp.ordering != "sequential"
+                                                               else ""))
     root = Path(out) if out else Path("results") / exp.name
-    jobs = jobs or default_jobs(exp.threads, exp.device)
-    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet)
+    with contextlib.ExitStack() as stack:
+        runner = make_executor(executor, exp, jobs, address, cpus_per_run, gpus_per_run, stack)
+        jobs = jobs or default_jobs(exp.threads, exp.device)
+        counts = run_experiment_and_report(exp, root, force=force, jobs=jobs, quiet=opts["quiet"], plots=plots,
+                                           executor=runner)
+    if counts["failed"]:
+        first = counts["failures"][0]
+        raise RunsFailed(f"{counts['failed']} run(s) failed, the rest finished and are in the leaderboard "
+                         f"(first: {first.config.strategy} seed {first.config.seed}: {first.error}; "
+                         f"details in each run folder's error.json); run the same command again to retry them")
+
+
+def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet: bool, plots: bool, executor=None,
+                              extra_columns=None) -> dict:
+    """Run what is missing of ``exp``, write its leaderboard (and plots), print the table."""
+    from clbench.experiment import run_experiment
+    from clbench.leaderboard import people_table, to_text, write_leaderboard
+
+    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor)
     lb = write_leaderboard([root], root)
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
         from clbench.plots import plot_all
@@ -148,11 +210,69 @@ def run(scenarios_, strategies_, seeds, seed, params, setting, class_order, n_ta
         click.echo(to_text(people_table(lb)))
     click.echo(f"\n{counts['done']} run(s) done, {counts['skipped']} already complete; results in {root}/ "
                f"(leaderboard.csv, leaderboard.md{', plots/' if plots else ''})")
+    return counts
+
+
+@cli.command()
+@_settings_options
+@click.option("--space", "spaces", multiple=True,
+              help="a searched value: [strategy.]name=KIND:ARGS, KIND uniform:LOW:HIGH, loguniform:LOW:HIGH, "
+              "randint:LOW:HIGH, choice:A,B or grid:A,B (e.g. ewc.ewc_lambda=loguniform:1:1e5, lr=choice:0.01,0.05) "
+              "[lr, ewc_lambda, memory_strength]")
+@click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
+              help="points drawn per strategy (random/optuna search)")
+@click.option("--search", type=click.Choice(["random", "grid", "optuna"]), default="random", show_default=True,
+              help="Ray Tune's random/grid generator, or its Optuna searcher (needs optuna)")
+@click.option("--tune-on", default="split-digits", show_default=True,
+              help="scenario of the tuning phase (its validation split)")
+@click.option("--evaluate-on", help="scenario of the evaluation phase (its test data) [--tune-on]")
+@click.option("--protocol", type=click.Choice(["gtep", "val"]),
+              help="gtep: tune on one scenario, evaluate on another (Cha et al.); val: one scenario's validation "
+              "split, then its test data [gtep when --evaluate-on differs, else val]")
+@click.option("--select", default="acc", show_default=True,
+              help="validation metric to choose by: acc, min-acc, wc-acc, or mix:acc=0.5,wc-acc=0.5")
+@click.option("--eval-seeds", help="seeds of the evaluation phase [fresh ones after --seeds]")
+@click.option("--out", type=click.Path(), help="tuning folder [results/tune-<tune-on>[-to-<evaluate-on>]]")
+@_executor_options
+@click.option("--force", is_flag=True, help="start the tuning again, discarding this folder's trials")
+@click.option("--plots/--no-plots", default=True, help="draw the evaluation phase's plots")
+def tune(spaces, samples, search, tune_on, evaluate_on, protocol, select, eval_seeds, out, address, cpus_per_run,
+         gpus_per_run, force, plots, **opts):
+    """Choose hyperparameters without looking at test accuracy (Ray Tune), then evaluate the choice.
+
+    The tuning phase selects each strategy's values on --tune-on's validation split; the evaluation
+    phase runs them on --evaluate-on's test data with fresh seeds. Writes tuning.csv (every trial),
+    chosen.toml (reload with clbench run --config) and evaluation/ with both phases' ranks. Running
+    the same command again continues an interrupted tuning.
+    """
+    from clbench.experiment import Experiment, parse_names, parse_seeds
+    from clbench.tuning import Tuning, parse_selection, parse_space, rank_table, tune_and_evaluate
+    from scenarios.registry import SCENARIOS
+
+    for name in (tune_on, evaluate_on):
+        if name:
+            parse_names(name, list(SCENARIOS), "scenario")
+    base = Experiment(strategies=["finetune", "er", "ewc", "gem"])
+    exp = experiment_from_options(base, opts)
+    t = Tuning(exp, tune_on=tune_on, evaluate_on=evaluate_on, protocol=protocol,
+               space=[parse_space(s) for s in spaces], samples=samples, search=search,
+               select=parse_selection(select), eval_seeds=parse_seeds(eval_seeds) if eval_seeds else None)
+    root = Path(out) if out else Path("results") / (f"tune-{tune_on}" + (f"-to-{evaluate_on}" if evaluate_on and
+                                                                           evaluate_on != tune_on else ""))
+    result = tune_and_evaluate(t, root, force=force, address=address, cpus_per_run=cpus_per_run,
+                               gpus_per_run=gpus_per_run, show_progress=not opts["quiet"], plots=plots)
+    t = result["tuning"]
+    for strategy, values in result["chosen"].items():
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        click.echo(f"chosen for {strategy}: {shown or '(nothing searched: its defaults)'}")
+    click.echo("\n" + rank_table(result["leaderboard"], t))
+    click.echo(f"\n{len(result['table'])} tuning run(s) ({t.protocol}: chosen on {t.tune_on}'s validation split, "
+               f"evaluated on {t.evaluate_on}'s test data, seeds {t.eval_seeds}); results in {root}/ (tuning.csv, "
+               "chosen.toml, evaluation/leaderboard.csv)")
+    counts = result["counts"]
     if counts["failed"]:
-        first = counts["failures"][0]
-        raise RunsFailed(f"{counts['failed']} run(s) failed, the rest finished and are in the leaderboard "
-                         f"(first: {first.config.strategy} seed {first.config.seed}: {first.error}; "
-                         f"details in each run folder's error.json); run the same command again to retry them")
+        raise RunsFailed(f"{counts['failed']} evaluation run(s) failed; details in each run folder's error.json; "
+                         "run the same command again to retry them")
 
 
 def _class_order(text: str):

@@ -1,4 +1,4 @@
-"""Where runs execute: in this process, or in a pool of local processes. Every executor maps
+"""Where runs execute: in this process, in a pool of local processes, or as Ray tasks. Every executor maps
 the same ``run_guarded`` over the runs to do and hands each ``Outcome`` back as it arrives, so
 failure isolation (a run that raises is recorded in its folder and the sweep goes on) and
 identical numbers (each run fixes its own thread count, ``RunSettings.threads``) hold for any
@@ -7,6 +7,9 @@ executor, the Ray one included, without being written twice.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import os
 import signal
 import threading
@@ -19,6 +22,7 @@ from typing import Any
 
 from clbench import io
 from clbench.runner import RunConfig, run
+from scenarios.errors import InputError
 
 #: the file a failed run leaves in its (otherwise empty, hence incomplete) run folder
 ERROR_FILE = "error.json"
@@ -38,18 +42,38 @@ class Outcome:
         return self.error is not None
 
 
-def run_guarded(config: RunConfig, out: str | Path, progress=None) -> Outcome:
-    """Run one configuration; an exception is written to ``out/error.json`` (with its traceback)
-    and returned, not raised, so one failing run never ends a sweep. The folder stays incomplete,
-    so the next invocation retries it; a success replaces the folder, error and all."""
+#: how many times a run is tried before it is recorded as failed (a run that raises, or whose worker
+#: dies, is retried once: transient faults such as a lost node or memory pressure pass, a
+#: deterministic error costs one repeat)
+ATTEMPTS = 2
+
+
+def run_guarded(config: RunConfig, out: str | Path, progress=None, attempts: int = ATTEMPTS) -> Outcome:
+    """Run one configuration, trying again once if it raises; the last exception is written to
+    ``out/error.json`` (with its traceback) and returned, not raised, so one failing run never ends
+    a sweep. The folder stays incomplete, so the next invocation retries it; a success replaces the
+    folder, error and all."""
     out = Path(out)
-    try:
-        return Outcome(config, out, summary=run(config, out, progress=progress).summary)
-    except Exception as e:  # noqa: BLE001 - any failure of a run is recorded, KeyboardInterrupt is not
-        error = f"{type(e).__name__}: {e}".strip().splitlines()[0]
-        io.write_json(out / ERROR_FILE, {"error": error, "traceback": traceback.format_exc(),
-                                         "run": config.to_dict(), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        return Outcome(config, out, error=error)
+    for _ in range(attempts):
+        try:
+            return Outcome(config, out, summary=run(config, out, progress=progress).summary)
+        except Exception as e:  # noqa: BLE001 - any failure of a run is recorded, KeyboardInterrupt is not
+            error = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+            trace = traceback.format_exc()
+    record_failure(config, out, error, trace, attempts)
+    return Outcome(config, out, error=error)
+
+
+def record_failure(config: RunConfig, out: Path, error: str, trace: str, attempts: int) -> None:
+    io.write_json(out / ERROR_FILE, {"error": error, "traceback": trace, "attempts": attempts, "run": config.to_dict(),
+                                     "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def died(config: RunConfig, out: Path, why: str) -> Outcome:
+    """The outcome of a run whose worker process died on every attempt (killed, out of memory)."""
+    error = f"worker process died on each of {ATTEMPTS} attempts: {why}"
+    record_failure(config, out, error, "", ATTEMPTS)
+    return Outcome(config, out, error=error)
 
 
 def serial(todo: list[tuple[RunConfig, Path]], progress_for: Callable[[RunConfig], Any] | None = None
@@ -59,29 +83,59 @@ def serial(todo: list[tuple[RunConfig, Path]], progress_for: Callable[[RunConfig
         yield run_guarded(config, out, progress_for(config) if progress_for else None)
 
 
-def process_pool(todo: list[tuple[RunConfig, Path]], jobs: int) -> Iterator[Outcome]:
+Todo = list[tuple[RunConfig, Path]]
+
+
+def process_pool(todo: Todo, jobs: int) -> Iterator[Outcome]:
     """Runs in ``jobs`` spawned processes. Workers ignore SIGINT (the parent decides), exit when
     their parent dies (SIGKILL included: a watchdog thread notices the re-parenting), and are
-    terminated if the parent is interrupted, so nothing is left running."""
+    terminated if the parent is interrupted, so nothing is left running.
+
+    A worker that dies breaks a ``concurrent.futures`` pool and every run in it; the runs that were
+    in flight are then retried one at a time, each alone in a fresh process, so the one that killed
+    its worker is the only one recorded failed (after its second death); the others go on."""
+    queue = list(todo)
+    while queue:
+        in_flight, queue = yield from _pool_round(queue, jobs)
+        for config, out in in_flight:
+            again, _ = yield from _pool_round([(config, out)], 1)
+            if again:
+                yield died(config, out, "its process ended without a result (killed, or out of memory?)")
+
+
+def _pool_round(todo: Todo, jobs: int):
+    """Run ``todo`` in one pool, keeping at most ``jobs`` runs submitted, so that when a worker dies
+    the runs in flight (the suspects) are known exactly. Returns (in flight at a death, not started)."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_start, initargs=(os.getpid(),))
+    waiting, running = list(todo), {}
     try:
-        futures = {pool.submit(run_guarded, config, str(out)): (config, out) for config, out in todo}
-        for f in as_completed(futures):
-            config, out = futures[f]
-            try:
-                yield f.result()
-            except Exception as e:  # noqa: BLE001 - the worker itself died (killed, out of memory)
-                yield Outcome(config, out, error=f"worker process failed: {type(e).__name__}: {e}")
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                config, out = waiting.pop(0)
+                running[pool.submit(run_guarded, config, str(out))] = (config, out)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    outcome = f.result()
+                except BrokenProcessPool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    return list(running.values()), waiting
+                except Exception as e:  # noqa: BLE001 - the run could not be handed to a worker
+                    outcome = Outcome(*running[f], error=f"could not run in a worker: {type(e).__name__}: {e}")
+                del running[f]
+                yield outcome
     except BaseException:
-        for p in list(getattr(pool, "_processes", {}).values()):
+        for p in list((getattr(pool, "_processes", None) or {}).values()):
             p.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    return [], []
 
 
 def _worker_start(parent: int) -> None:
@@ -93,3 +147,65 @@ def _exit_with_parent(parent: int, every: float = 0.5) -> None:
     while os.getppid() == parent:
         time.sleep(every)
     os._exit(1)
+
+
+# ---------------------------------------------------------------- Ray
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None):
+    """Ray for the duration of a command: the instance already initialised in this process (tests,
+    notebooks), else the cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:10001``),
+    else a local instance on this machine's cores, shut down afterwards."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("the Ray executor needs Ray: pip install 'clbench[ray]'") from None
+    if ray.is_initialized():
+        yield ray
+        return
+    if address is None:  # the local instance keeps Ray's default token authentication; its notice is noise here
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise InputError(f"cannot start or join {where}: {str(e).strip().splitlines()[0]}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def ray_tasks(todo: Todo, cpus_per_run: float = 1, gpus_per_run: float = 0) -> Iterator[Outcome]:
+    """Each run a Ray task (on an initialised Ray, see ``ray_session``) holding ``cpus_per_run``
+    CPUs and ``gpus_per_run`` GPUs. A run that raises is retried in its task (``run_guarded``);
+    a worker that dies is retried once by Ray (``max_retries``) and then recorded failed. Workers
+    write the run folders themselves: on a multi-node cluster ``--out`` (and the data) must be on a
+    filesystem every node mounts, as Ray Tune's storage must. Ctrl-C cancels what is left."""
+    import ray
+
+    task = ray.remote(run_guarded).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                           max_retries=ATTEMPTS - 1, retry_exceptions=False)
+    refs = {task.remote(_portable(config), str(Path(out).resolve())): (config, out) for config, out in todo}
+    try:
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                config, out = refs.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    yield died(config, out, str(e).strip().splitlines()[0])
+                    continue
+                yield dataclasses.replace(outcome, config=config, out=out)
+    except BaseException:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+
+
+def _portable(config: RunConfig) -> RunConfig:
+    """The config with its data folder absolute: a Ray worker need not share the driver's cwd."""
+    if config.data_root is None:
+        return config
+    return dataclasses.replace(config, data_root=str(Path(config.data_root).resolve()))

@@ -31,7 +31,10 @@ from scenarios.validation import Count, NonNegativeInt
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
 RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings) if f.name not in ("device", "data_root")) + (
-    "device_type", "params", "orderings")
+    "device_type", "params", "strategy_settings", "orderings")
+#: run settings one strategy may set for itself (its tuned or published optimiser settings); the
+#: data, budget, model and evaluation stay the experiment's, the same for every row of a table
+PER_STRATEGY_SETTINGS = ("lr", "momentum", "optimizer", "batch_size")
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Experiment(RunSettings):
     seeds: Seeds = field(default_factory=lambda: [0, 1, 2])
     #: per strategy: {"er": {"mem_size": 500}}; the key "*" applies to every strategy that has the parameter
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per strategy, optimiser settings of its own (``PER_STRATEGY_SETTINGS``): {"ewc": {"lr": 0.05}}
+    strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: run every (scenario, strategy, seed) over this many seeded orderings (class order + stream);
     #: with more than one, the class order defaults to "seed"
     orderings: Count = 1
@@ -73,6 +78,14 @@ class Experiment(RunSettings):
                     raise InputError(f"no strategy in this experiment has a parameter {k!r}")
         for s in exp.strategies:
             coerce_params(s, exp.strategy_params(s))
+        for s, values in exp.strategy_settings.items():
+            if s not in exp.strategies:
+                raise InputError(f"strategy_settings for {s}, but strategy {s} is not part of this experiment")
+            other = sorted(set(values) - set(PER_STRATEGY_SETTINGS))
+            if other:
+                raise InputError(f"strategy_settings.{s}: {', '.join(other)} cannot differ between strategies "
+                                 f"(only {', '.join(PER_STRATEGY_SETTINGS)} can)")
+            validated(RunSettings, {**exp.settings(), **values}, f"strategy_settings.{s}")
         first = {(c.scenario, c.strategy): c for c in reversed(exp.run_configs())}
         for s in exp.scenarios:  # missing or malformed data, bad scenario options
             scenario = build_scenario(first[s, exp.strategies[0]])
@@ -93,8 +106,8 @@ class Experiment(RunSettings):
     def run_configs(self) -> list[RunConfig]:
         order_seeds = [None] if self.orderings == 1 else list(range(self.orderings))
         shared = {**self.settings(), "scenario_options": self.scenario_options_for_runs()}
-        return [RunConfig(**copy.deepcopy(shared), scenario=sc, strategy=st, seed=seed,
-                          params=self.strategy_params(st), ordering_seed=o)
+        return [RunConfig(**copy.deepcopy({**shared, **self.strategy_settings.get(st, {})}), scenario=sc, strategy=st,
+                          seed=seed, params=self.strategy_params(st), ordering_seed=o)
                 for sc in self.scenarios for st in self.strategies for o in order_seeds for seed in self.seeds]
 
     def identity(self) -> dict[str, Any]:
@@ -148,12 +161,13 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def parse_names(text: str, known: list[str], what: str, prefixes: tuple[str, ...] = ()) -> list[str]:
-    """Comma-separated names; ``all`` means every known one; names with one of ``prefixes`` pass."""
+def parse_names(text: str, known: list[str], what: str, qualified: bool = False) -> list[str]:
+    """Comma-separated names; ``all`` means every known one; with ``qualified``, names of the form
+    ``a:b`` (``avalanche:EWC``, ``mypkg.module:MyStrategy``) pass, to be checked when looked up."""
     names = [n.strip() for n in str(text).split(",") if n.strip()]
     if names == ["all"]:
         return list(known)
-    bad = [n for n in names if n not in known and not n.startswith(prefixes)]
+    bad = [n for n in names if n not in known and not (qualified and ":" in n)]
     if bad:
         raise InputError(f"unknown {what} {', '.join(map(repr, bad))}; known {what}s: {', '.join(known)}")
     return names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from collections.abc import Callable
@@ -64,9 +65,28 @@ def register(name: str, cls: type, summary: str, wrapper: type | None = None, **
 
 
 def strategy_entry(name: str) -> StrategyEntry:
+    """A registered strategy, or ``package.module:Class`` (a ``Strategy`` subclass of your own),
+    imported on first use: an import path works in every process that runs it (the local pool's,
+    Ray's workers), where a ``register`` call made in the parent process would not."""
+    if name not in REGISTRY and ":" in name:
+        REGISTRY[name] = _imported(name)
     if name not in REGISTRY:
-        raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(REGISTRY)}")
+        raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(REGISTRY)} "
+                         "(or your own as package.module:Class)")
     return REGISTRY[name]
+
+
+def _imported(name: str) -> StrategyEntry:
+    module_name, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise InputError(f"cannot import strategy {name!r}: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise InputError(f"strategy {name!r} is not a subclass of strategies.Strategy")
+    summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else f"{name} (own strategy)"
+    factory = lambda model, optimizer=None, **kw: cls(model, optimizer, **kw)  # noqa: E731
+    return StrategyEntry(name, factory, (cls,), summary, {})
 
 
 def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:

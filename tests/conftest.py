@@ -62,3 +62,19 @@ def synthetic_dataset(n_classes=4, per_class=30, side=8, seed=0, test_per_class=
         return TensorData(x, y, (0.1,), (0.3,))
 
     return make(per_class), make(test_per_class), [str(c) for c in range(n_classes)]
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One real local Ray instance for the whole test run (about 10 s to start). Its workers get
+    the repository on PYTHONPATH, so they import ``tests.faulty`` as the pool's processes do."""
+    import os
+    from pathlib import Path
+
+    import ray
+
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
+    yield ray
+    ray.shutdown()

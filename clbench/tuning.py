@@ -1,0 +1,546 @@
+"""Honest hyperparameter tuning with Ray Tune: no choice is ever made on test accuracy.
+
+Cha et al., "Hyperparameters in Continual Learning: A Reality Check" (2024): most published
+rankings do not survive a protocol that tunes on one data set and evaluates on another. Their
+two-phase protocol (GTEP) tunes every algorithm in a *tuning phase* on one scenario and applies
+the chosen values unchanged in an *evaluation phase* on another with the same configuration
+(tasks, classes per task, setting). Two protocols here:
+
+- ``gtep``: choose on the tuning scenario's validation split, then run the chosen values on the
+  evaluation scenario's test data with fresh seeds;
+- ``val``: choose on a scenario's validation split, report on its test data (fresh seeds).
+
+Ray Tune samples the space (its random/grid generator, or its Optuna searcher) and runs each
+trial (one point of the space, all tuning seeds) as a Ray actor. Every run of a trial is a clbench
+run folder under ``tuning/runs``, named by the trial's values, so an interrupted tuning continues
+where it stopped and repeating a finished one reads the folders instead of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import tomllib
+
+from clbench import io
+from clbench.catalog import strategy_entry
+from clbench.experiment import PER_STRATEGY_SETTINGS, Experiment, run_dir, to_toml
+from clbench.runner import RunConfig, RunSettings, build_scenario, is_complete, run, validated
+from scenarios.errors import InputError
+from strategies.registry import coerce_params
+
+#: a search space's dimension kinds: ``kind:args`` on the command line
+KINDS = {"uniform": "uniform:LOW:HIGH", "loguniform": "loguniform:LOW:HIGH", "randint": "randint:LOW:HIGH (inclusive)",
+         "choice": "choice:A,B,...", "grid": "grid:A,B,... (every value, crossed with the other dimensions)"}
+#: metrics a selection may weigh (higher is better for each)
+SELECTABLE = ("acc", "min_acc", "wc_acc", "aaa", "bwt", "lca10")
+#: the space ``clbench tune`` searches when no ``--space`` is given (entries of absent strategies drop)
+DEFAULT_SPACE = ("lr=loguniform:0.003:0.3", "ewc.ewc_lambda=loguniform:1:10000", "gem.memory_strength=uniform:0:1")
+#: the file that says what a tuning folder holds (its identity, for resuming)
+MANIFEST = "tune.toml"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched value: ``strategy`` ("*": every strategy that has it), name, kind and its values."""
+
+    strategy: str
+    name: str
+    kind: str
+    values: tuple
+
+    def text(self) -> str:
+        head = self.name if self.strategy == "*" else f"{self.strategy}.{self.name}"
+        sep = "," if self.kind in ("choice", "grid") else ":"
+        return f"{head}={self.kind}:{sep.join(map(str, self.values))}"
+
+    def candidates(self) -> list:
+        """Values that must all be valid for the dimension to be: the ends of a range, every choice."""
+        return list(self.values)
+
+    def domain(self):
+        from ray import tune
+
+        if self.kind == "uniform":
+            return tune.uniform(*self.values)
+        if self.kind == "loguniform":
+            return tune.loguniform(*self.values)
+        if self.kind == "randint":
+            return tune.randint(self.values[0], self.values[1] + 1)
+        if self.kind == "choice":
+            return tune.choice(list(self.values))
+        return tune.grid_search(list(self.values))
+
+
+def parse_space(text: str) -> Dimension:
+    """``[strategy.]name=kind:args``, e.g. ``ewc.ewc_lambda=loguniform:1:1e5``, ``lr=choice:0.01,0.05``."""
+    key, eq, spec = text.partition("=")
+    kind, colon, args = spec.partition(":")
+    if not eq or not colon or kind not in KINDS:
+        raise InputError(f"--space {text!r} must look like [strategy.]name=KIND:ARGS with KIND one of: "
+                         + "; ".join(KINDS.values()))
+    strategy, _, name = key.strip().rpartition(".")
+    if kind in ("choice", "grid"):
+        values = tuple(_value(v) for v in args.split(",") if v.strip())
+        if not values:
+            raise InputError(f"--space {text!r}: {kind} needs at least one value")
+        return Dimension(strategy or "*", name, kind, values)
+    parts = args.split(":")
+    try:
+        lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise InputError(f"--space {text!r}: {KINDS[kind]} with finite LOW < HIGH")
+    if kind == "loguniform" and lo <= 0:
+        raise InputError(f"--space {text!r}: loguniform needs 0 < LOW")
+    if kind == "randint":
+        if lo != int(lo) or hi != int(hi):
+            raise InputError(f"--space {text!r}: randint needs whole numbers")
+        lo, hi = int(lo), int(hi)
+    return Dimension(strategy or "*", name, kind, (lo, hi))
+
+
+def _value(text: str) -> Any:
+    text = text.strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_selection(text: str) -> dict[str, float]:
+    """``acc``, ``min-acc``, ``wc-acc`` or ``mix:acc=0.5,wc-acc=0.5``: weights of validation metrics."""
+    text = text.strip()
+    if text.startswith("mix:"):
+        weights = {}
+        for part in text[4:].split(","):
+            name, eq, w = part.partition("=")
+            try:
+                weights[_metric(name)] = float(w)
+            except ValueError:
+                raise InputError(f"--select {text!r}: write mix:METRIC=WEIGHT,... (e.g. mix:acc=0.5,wc-acc=0.5)"
+                                 ) from None
+        if not weights or not all(math.isfinite(w) and w >= 0 for w in weights.values()) or not sum(weights.values()):
+            raise InputError(f"--select {text!r}: weights must be finite, non-negative and not all 0")
+        return weights
+    return {_metric(text): 1.0}
+
+
+def _metric(name: str) -> str:
+    m = name.strip().replace("-", "_").lower()
+    if m not in SELECTABLE:
+        raise InputError(f"cannot select on {name.strip()!r}; choose from {', '.join(SELECTABLE)} or mix:...")
+    return m
+
+
+def selection_score(summary: dict[str, Any], weights: dict[str, float]) -> float:
+    """The weighted selection metric of one run (higher is better)."""
+    return float(sum(w * float(summary[m]) for m, w in weights.items()))
+
+
+def selection_name(weights: dict[str, float]) -> str:
+    return "+".join(m if w == 1 else f"{w:g}*{m}" for m, w in weights.items())
+
+
+# ---------------------------------------------------------------- the request
+
+@dataclass
+class Tuning:
+    """A tuning request: the base experiment (strategies, tuning seeds, shared settings), where to
+    tune and evaluate, the space, the search and the selection."""
+
+    experiment: Experiment
+    tune_on: str = "split-digits"
+    evaluate_on: str | None = None
+    protocol: Literal["gtep", "val"] | None = None
+    space: list[Dimension] = field(default_factory=list)
+    samples: int = 8
+    search: Literal["random", "grid", "optuna"] = "random"
+    select: dict[str, float] = field(default_factory=lambda: {"acc": 1.0})
+    eval_seeds: list[int] | None = None
+
+    def checked(self) -> Tuning:
+        """The request with its defaults resolved, every value checked before anything runs."""
+        t = dataclasses.replace(self)
+        t.evaluate_on = t.evaluate_on or t.tune_on
+        t.protocol = t.protocol or ("gtep" if t.evaluate_on != t.tune_on else "val")
+        if t.protocol == "gtep" and t.evaluate_on == t.tune_on:
+            raise InputError("--protocol gtep evaluates on another scenario than it tunes on: give --evaluate-on")
+        if t.protocol == "val" and t.evaluate_on != t.tune_on:
+            raise InputError("--protocol val tunes and evaluates on one scenario; drop --evaluate-on or use gtep")
+        if float(t.experiment.val_fraction) == 0.0:
+            raise InputError("tuning chooses on a validation split: --val-fraction must be > 0")
+        if t.samples < 1:
+            raise InputError(f"--samples must be at least 1, not {t.samples}")
+        seeds = t.experiment.seeds
+        t.eval_seeds = t.eval_seeds or list(range(max(seeds) + 1, max(seeds) + 1 + len(seeds)))
+        if set(t.eval_seeds) & set(seeds):
+            raise InputError(f"evaluation seeds {t.eval_seeds} must be fresh: they overlap the tuning seeds {seeds}")
+        if not t.space:  # the default space's entries for strategies not being tuned drop out
+            t.space = [d for d in map(parse_space, DEFAULT_SPACE)
+                       if d.strategy == "*" or d.strategy in t.experiment.strategies]
+        for d in t.space:
+            if d.strategy != "*" and d.strategy not in t.experiment.strategies:
+                raise InputError(f"--space {d.text()}: strategy {d.strategy} is not being tuned")
+            if not any(self._applies(d, s) for s in t.experiment.strategies):
+                raise InputError(f"--space {d.text()}: no tuned strategy has a parameter {d.name!r} "
+                                 f"(run settings: {', '.join(PER_STRATEGY_SETTINGS)})")
+        if t.search == "grid" and any(d.kind not in ("choice", "grid") for d in t.space):
+            raise InputError("--search grid needs every --space dimension to be choice: or grid:")
+        if t.search == "optuna":
+            try:
+                import optuna  # noqa: F401
+            except ImportError:
+                raise InputError("--search optuna needs Optuna: pip install optuna") from None
+            if any(d.kind == "grid" for d in t.space):
+                raise InputError("--search optuna samples; use choice: instead of grid:")
+        for s in t.experiment.strategies:  # every value the search may draw must be valid
+            for d in t.dimensions(s):
+                for v in d.candidates():
+                    if d.name in PER_STRATEGY_SETTINGS:
+                        validated(RunSettings, {**t.experiment.settings(), d.name: v}, f"--space {d.text()}")
+                    else:
+                        coerce_params(s, {d.name: v})
+        t.phase_experiment("tune").validate()
+        t.phase_experiment("evaluate").validate()
+        if t.protocol == "gtep":
+            _same_configuration(t.phase_experiment("tune").run_configs()[0],
+                                t.phase_experiment("evaluate").run_configs()[0])
+        return t
+
+    @staticmethod
+    def _applies(d: Dimension, strategy: str) -> bool:
+        if d.strategy not in ("*", strategy):
+            return False
+        return d.name in PER_STRATEGY_SETTINGS or d.name in strategy_entry(strategy).params()
+
+    def dimensions(self, strategy: str) -> list[Dimension]:
+        """The dimensions searched for ``strategy`` (a strategy-specific one overrides a shared one)."""
+        dims = {d.name: d for d in self.space if d.strategy == "*" and self._applies(d, strategy)}
+        dims.update({d.name: d for d in self.space if d.strategy == strategy and self._applies(d, strategy)})
+        return list(dims.values())
+
+    def phase_experiment(self, phase: str, chosen: dict[str, dict[str, Any]] | None = None) -> Experiment:
+        """The tuning phase (tuning scenario, validation split, tuning seeds) or the evaluation phase
+        (evaluation scenario, test data, fresh seeds, the chosen values)."""
+        exp = self.experiment
+        if phase == "tune":
+            return dataclasses.replace(exp, scenarios=[self.tune_on], eval_on="val", name="tuning")
+        params = {k: dict(v) for k, v in exp.params.items()}
+        settings: dict[str, dict[str, Any]] = {}
+        for s, values in (chosen or {}).items():
+            own = {k: v for k, v in values.items() if k not in PER_STRATEGY_SETTINGS}
+            if own:
+                params[s] = {**params.get(s, {}), **own}
+            mine = {k: v for k, v in values.items() if k in PER_STRATEGY_SETTINGS}
+            if mine:
+                settings[s] = mine
+        return dataclasses.replace(exp, scenarios=[self.evaluate_on], eval_on="test", seeds=list(self.eval_seeds),
+                                   params=params, strategy_settings=settings, name="evaluation")
+
+    def manifest(self) -> dict[str, Any]:
+        """What must match for a second invocation to continue this tuning."""
+        return {"experiment": json.loads(to_json(dataclasses.asdict(self.experiment))),
+                "tune_on": self.tune_on, "evaluate_on": self.evaluate_on, "protocol": self.protocol,
+                "space": [d.text() for d in self.space], "samples": self.samples, "search": self.search,
+                "select": self.select, "eval_seeds": self.eval_seeds}
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _same_configuration(a: RunConfig, b: RunConfig) -> None:
+    """GTEP's two scenarios must share their configuration: tasks, classes per task, setting."""
+    sa, sb = build_scenario(a), build_scenario(b)
+    shape_a = (len(sa.tasks), [len(t.classes) for t in sa.tasks], sa.setting)
+    shape_b = (len(sb.tasks), [len(t.classes) for t in sb.tasks], sb.setting)
+    if shape_a != shape_b:
+        raise InputError(f"GTEP needs the same scenario configuration in both phases: {a.scenario} has "
+                         f"{shape_a[0]} tasks of {shape_a[1]} classes ({shape_a[2]}), {b.scenario} "
+                         f"{shape_b[0]} tasks of {shape_b[1]} classes ({shape_b[2]})")
+
+
+# ---------------------------------------------------------------- trials
+
+def trial_key(strategy: str, values: dict[str, Any]) -> str:
+    """The folder name of a trial: its values, hashed (the same values always map to one folder)."""
+    return "trial-" + hashlib.sha1(to_json({"strategy": strategy, **values}).encode()).hexdigest()[:10]
+
+
+def trial_configs(exp: Experiment, strategy: str, values: dict[str, Any]) -> list[RunConfig]:
+    """The runs of one trial: ``strategy`` with ``values`` on the tuning phase's scenario, each tuning seed."""
+    own = {k: v for k, v in values.items() if k not in PER_STRATEGY_SETTINGS}
+    mine = {k: v for k, v in values.items() if k in PER_STRATEGY_SETTINGS}
+    exp = dataclasses.replace(exp, strategies=[strategy], params={
+        **exp.params, strategy: {**exp.params.get(strategy, {}), **own}},
+        strategy_settings={strategy: mine} if mine else {})
+    return exp.run_configs()
+
+
+def trial_dir(root: Path, config: RunConfig, key: str) -> Path:
+    return root / "tuning" / "runs" / config.scenario / config.strategy / key / run_dir(Path("."), config).name
+
+
+def trial_scores(exp: Experiment, strategy: str, values: dict[str, Any], root: Path, weights: dict[str, float]
+                 ) -> dict[str, Any]:
+    """Every tuning seed of one trial, each a clbench run folder (reused when complete): the mean
+    selection score on the validation split and each seed's."""
+    key = trial_key(strategy, values)
+    scores = {}
+    for config in trial_configs(exp, strategy, values):
+        out = trial_dir(root, config, key)
+        summary = io.read_json(out / "summary.json") if is_complete(out) else run(config, out).summary
+        scores[f"seed{config.seed}"] = selection_score(summary, weights)
+    return {"score": float(np.mean(list(scores.values()))), **scores, "trial": key}
+
+
+def run_trial(values: dict[str, Any], *, exp: Experiment, strategy: str, root: str, weights: dict[str, float]) -> None:
+    """A Ray Tune trial (function trainable): ``trial_scores`` reported to Tune."""
+    from ray import tune
+
+    tune.report(trial_scores(exp, strategy, values, Path(root), weights))
+
+
+def _quiet_tune() -> None:
+    """Ray Tune's own tables and logs would bury clbench's progress bar; clbench reports the trials."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops clbench tune, as it stops run
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def search_strategy(t: Tuning, strategy: str):
+    """Ray Tune's search over ``strategy``'s dimensions: (param_space, search_alg, num_samples)."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    dims = t.dimensions(strategy)
+    seed = t.experiment.seeds[0]
+    if t.search == "grid":
+        space = {d.name: Dimension(d.strategy, d.name, "grid", d.values).domain() for d in dims}
+        return space, BasicVariantGenerator(random_state=seed), 1
+    space = {d.name: d.domain() for d in dims}
+    if t.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return space, OptunaSearch(seed=seed), t.samples
+    return space, BasicVariantGenerator(random_state=seed), t.samples
+
+
+def tune_strategy(t: Tuning, strategy: str, root: Path, cpus: float, gpus: float, show_progress: bool
+                  ) -> list[dict[str, Any]]:
+    """Tune one strategy; one row per (trial, seed) for tuning.csv."""
+    _quiet_tune()
+    from ray import tune
+    from tqdm import tqdm
+
+    exp = t.phase_experiment("tune")
+    space, search, samples = search_strategy(t, strategy)
+    if not space:  # nothing to search for this strategy: its defaults are the one trial
+        return _rows(t, strategy, [({}, trial_scores(exp, strategy, {}, root, t.select), None)])
+    grid_points = math.prod(len(d.values) for d in t.dimensions(strategy) if d.kind == "grid" or t.search == "grid")
+    bar = tqdm(total=samples * grid_points, desc=f"tuning {strategy}", unit="trial", disable=not show_progress)
+
+    class Progress(tune.Callback):
+        best = -math.inf
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            Progress.best = max(Progress.best, result.get("score", -math.inf))
+            bar.update(1)
+            bar.set_postfix_str(f"best validation {selection_name(t.select)} {Progress.best:.4f}")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            bar.update(1)
+
+    storage = (root / "tuning" / ".ray").resolve()
+    shutil.rmtree(storage / strategy, ignore_errors=True)  # Tune's bookkeeping; the run folders are the state
+    trainable = tune.with_resources(tune.with_parameters(run_trial, exp=exp, strategy=strategy,
+                                                         root=str(root.resolve()), weights=t.select),
+                                    {"cpu": cpus, "gpu": gpus})
+    tuner = tune.Tuner(trainable, param_space=space,
+                       tune_config=tune.TuneConfig(num_samples=samples, search_alg=search, metric="score",
+                                                   mode="max", reuse_actors=True),
+                       run_config=tune.RunConfig(name=strategy, storage_path=str(storage), verbose=0,
+                                                 callbacks=[Progress()],
+                                                 failure_config=tune.FailureConfig(max_failures=1)))
+    grid = tuner.fit()
+    bar.close()
+    shutil.rmtree(storage, ignore_errors=True)
+    trials = []
+    for r in grid:
+        values = {k: v for k, v in (r.config or {}).items() if k in space}
+        error = None if r.error is None else str(r.error).strip().splitlines()[-1][:300]
+        trials.append((values, None if r.error else r.metrics, error))
+    return _rows(t, strategy, trials)
+
+
+def _rows(t: Tuning, strategy: str, trials: list[tuple[dict, dict | None, str | None]]) -> list[dict[str, Any]]:
+    name = selection_name(t.select)
+    rows, seen = [], set()
+    for values, metrics, error in trials:
+        key = trial_key(strategy, values)
+        if key in seen:  # the search drew the same point twice (a small choice space): one trial, one row per seed
+            continue
+        seen.add(key)
+        for seed in t.experiment.seeds:
+            score = metrics.get(f"seed{seed}") if metrics else None
+            rows.append({"strategy": strategy, "trial": key, **{f"param.{k}": v for k, v in values.items()},
+                         "seed": seed, f"val_{name}": score,
+                         "trial_mean": metrics.get("score") if metrics else None, "error": error or ""})
+    return rows
+
+
+def choose(table: pd.DataFrame, t: Tuning) -> dict[str, dict[str, Any]]:
+    """Per strategy, the values of the trial with the best mean validation score (the first such
+    trial on a tie): the only place a choice is made, and it sees no test accuracy."""
+    chosen = {}
+    for strategy, g in table.groupby("strategy", sort=False):
+        ok = g.dropna(subset=["trial_mean"])
+        if ok.empty:
+            raise InputError(f"every trial of {strategy} failed: {g['error'].iloc[0]}")
+        best = ok.loc[ok["trial_mean"].idxmax()]
+        chosen[strategy] = {d.name: _as_drawn(best[f"param.{d.name}"], d) for d in t.dimensions(strategy)}
+    return chosen
+
+
+def _as_drawn(v: Any, d: Dimension) -> Any:
+    """A value read back from the table (a float in a column with gaps) as the dimension draws it."""
+    v = v.item() if isinstance(v, np.generic) else v
+    if d.kind == "randint" or (d.kind in ("choice", "grid") and all(type(x) is int for x in d.values)):
+        return int(v)
+    if d.kind in ("choice", "grid") and all(type(x) is bool for x in d.values):
+        return v if isinstance(v, bool) else str(v).lower() == "true"
+    return v
+
+
+def ranks(table: pd.DataFrame, lb: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+    """The evaluation leaderboard with each strategy's tuning-phase score and rank (best trial's mean
+    validation score) beside its evaluation-phase score and rank (the same metric on test): a rank
+    that changes is Cha et al.'s finding."""
+    best = table.groupby("strategy", sort=False)["trial_mean"].max()
+    lb = lb.copy()
+    lb["tune_score"] = lb["strategy"].map(best)
+    lb["eval_score"] = sum(w * lb[f"{m}_mean"] for m, w in weights.items())
+    lb["tune_rank"] = lb["tune_score"].rank(ascending=False, method="min").astype("Int64")
+    lb["eval_rank"] = lb["eval_score"].rank(ascending=False, method="min").astype("Int64")
+    return lb
+
+
+def rank_table(lb: pd.DataFrame, t: Tuning) -> str:
+    name = selection_name(t.select)
+    lines = [f"{'strategy':<16} {'tune rank':>9} {'eval rank':>9} {'val ' + name + ' (' + t.tune_on + ')':>28} "
+             f"{'test ' + name + ' (' + t.evaluate_on + ')':>28}"]
+    for r in lb.sort_values("eval_rank").itertuples():
+        lines.append(f"{r.label:<16} {r.tune_rank:>9} {r.eval_rank:>9} {100 * r.tune_score:>28.2f} "
+                     f"{100 * r.eval_score:>28.2f}")
+    return "\n".join(lines)
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(tomllib.loads(path.read_text())["request"])
+    except (tomllib.TOMLDecodeError, KeyError, json.JSONDecodeError):
+        raise InputError(f"{path} is unreadable; choose another --out or use --force") from None
+
+
+def write_manifest(root: Path, t: Tuning) -> None:
+    body = json.dumps(t.manifest(), sort_keys=True).replace("\\", "\\\\").replace('"', '\\"')
+    io.atomic_write_text(root / MANIFEST, "# the tuning this folder holds (clbench tune); do not edit\n"
+                                          f'request = "{body}"\n')
+
+
+def write_chosen(root: Path, t: Tuning, exp: Experiment) -> None:
+    """chosen.toml: the evaluation phase as an experiment, reloadable with ``clbench run --config``."""
+    head = (f"# chosen by clbench tune ({t.protocol}): validation {selection_name(t.select)} on {t.tune_on}, "
+            f"seeds {t.experiment.seeds}; no test accuracy was looked at.\n"
+            f"# Runs the evaluation phase again: clbench run --config chosen.toml\n")
+    io.atomic_write_text(root / "chosen.toml", head + to_toml(exp))
+
+
+# ---------------------------------------------------------------- the two phases
+
+def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: str | None = None,
+                      cpus_per_run: float | None = None, gpus_per_run: float | None = None,
+                      show_progress: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Tuning phase (Ray Tune, validation split), the choice, then the evaluation phase (Ray tasks,
+    test data, fresh seeds). Writes tuning.csv, chosen.toml and evaluation/ (an experiment folder
+    whose leaderboard has both phases' ranks). Resumes from the run folders; a finished tuning is
+    read back without starting Ray."""
+    from clbench import executors
+    from clbench.experiment import check_output, run_experiment
+    from clbench.leaderboard import write_leaderboard
+
+    t = t.checked()
+    check_output(root)
+    old = read_manifest(root) if not force else None
+    if old is not None and old != t.manifest():
+        diff = [k for k in t.manifest() if old.get(k) != t.manifest()[k]]
+        raise InputError(f"{root} holds a different tuning (it differs in {', '.join(diff)}); choose another --out "
+                         "or use --force to start it again")
+    if force:
+        for name in ("tuning", "evaluation", "tuning.csv", "chosen.toml"):
+            path = root / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    if old is not None and (finished := _finished(t, root)) is not None:
+        return finished
+    write_manifest(root, t)
+    cpus = cpus_per_run or t.experiment.threads
+    gpus = gpus_per_run if gpus_per_run is not None else (1 if t.experiment.device.startswith("cuda") else 0)
+    rows: list[dict[str, Any]] = []
+    with executors.ray_session(address):
+        for strategy in t.experiment.strategies:
+            rows += tune_strategy(t, strategy, root, cpus, gpus, show_progress)
+            io.write_csv(root / "tuning.csv", pd.DataFrame(rows))
+        table = pd.DataFrame(rows)
+        chosen = choose(table, t)
+        exp = t.phase_experiment("evaluate", chosen)
+        write_chosen(root, t, exp)
+        counts = run_experiment(exp, root / "evaluation", show_progress=show_progress,
+                                executor=lambda todo: executors.ray_tasks(todo, cpus, gpus))
+    lb = write_leaderboard([root / "evaluation"], root / "evaluation")
+    lb = ranks(table, lb, t.select)
+    io.write_csv(root / "evaluation" / "leaderboard.csv", lb)
+    if plots and not lb.empty and (lb["n_seeds"] > 0).any():
+        from clbench.plots import plot_all
+
+        plot_all([root / "evaluation"], root / "evaluation" / "plots")
+    return {"tuning": t, "table": table, "chosen": chosen, "leaderboard": lb, "counts": counts}
+
+
+def _finished(t: Tuning, root: Path) -> dict[str, Any] | None:
+    """A tuning whose every phase is complete, read back (no Ray, no training); None otherwise."""
+    from clbench.leaderboard import read_result
+
+    if not (root / "tuning.csv").is_file() or not (root / "evaluation" / "leaderboard.csv").is_file():
+        return None
+    table = read_result(root / "tuning.csv", pd.read_csv)
+    if set(table["strategy"]) != set(t.experiment.strategies):
+        return None
+    chosen = choose(table, t)
+    exp = t.phase_experiment("evaluate", chosen)
+    if not all(is_complete(run_dir(root / "evaluation", c)) for c in exp.run_configs()):
+        return None
+    lb = read_result(root / "evaluation" / "leaderboard.csv", pd.read_csv)
+    if "eval_rank" not in lb:
+        return None
+    return {"tuning": t, "table": table, "chosen": chosen, "leaderboard": lb,
+            "counts": {"done": 0, "skipped": len(exp.run_configs()), "failed": 0, "failures": []}}

@@ -1,0 +1,44 @@
+"""Strategies that fail on purpose, importable by path (``tests.faulty:RaisesOnSeed1``) so that the
+processes of the local pool and Ray's workers build them as the parent would."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from scenarios.validation import checked
+from strategies.base import Finetune
+
+#: the seed the generator of a strategy built with seed 1 starts from (``Strategy.__init__``)
+SEED_1 = 1 + 104729
+
+
+class RaisesOnSeed1(Finetune):
+    """Finetuning that raises at its first update when built with seed 1."""
+
+    name = "raises"
+
+    def observe(self, x, y, task_ids=None):
+        if self.generator.initial_seed() == SEED_1:
+            raise RuntimeError("out of cheese")
+        return super().observe(x, y, task_ids)
+
+
+class DiesOnSeed1(Finetune):
+    """Finetuning whose process dies (as if killed) at its first update when built with seed 1;
+    each attempt appends a line to ``tally`` first, so a test can count the attempts."""
+
+    name = "dies"
+
+    @checked
+    def __init__(self, model, optimizer=None, *, tally: str = "", **common):
+        super().__init__(model, optimizer, **common)
+        self.tally = tally
+
+    def observe(self, x, y, task_ids=None):
+        if self.generator.initial_seed() == SEED_1:
+            if self.tally:
+                with Path(self.tally).open("a") as f:
+                    f.write(f"{os.getpid()}\n")
+            os._exit(3)
+        return super().observe(x, y, task_ids)
