@@ -17,7 +17,16 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v for item in values for v in item.split(",") if v.strip()]
 
 
+def _commit_suffix() -> str:
+    from clbench.provenance import provenance
+
+    p = provenance()
+    return f" (commit {p['commit'][:12]}{', modified' if p['dirty'] else ''})" if p["commit"] else ""
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clbench", prog_name="clbench",
+                      message="%(prog)s %(version)s" + _commit_suffix())
 def cli() -> None:
     """clbench: which continual-learning strategy forgets least, and how badly does it dip while it learns?"""
 
@@ -149,7 +158,8 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
 
 
 @cli.command()
-@click.option("--scenario", "scenarios_", multiple=True, help="scenario name(s), comma-separated [split-digits]")
+@click.option("--scenario", "scenarios_", multiple=True,
+              help="scenario name(s), comma-separated, or package.module:function [split-digits]")
 @_settings_options
 @click.option("--eval-on", type=click.Choice(["test", "val"]),
               help="evaluate on the test sets (report) or the validation split (choose hyperparameters) [test]")
@@ -165,7 +175,8 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
               help="local executor: runs in parallel processes [on CPU: the cores here // --threads; on GPU: 1]; "
               "any value gives the same numbers")
 @_executor_options
-@click.option("--force", is_flag=True, help="rerun runs whose results already exist")
+@click.option("--force", is_flag=True, help="replace the folder's experiment: its runs, leaderboard and plots are "
+              "deleted, then every run is done again")
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
 def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpus_per_run, force, plots, **opts):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
@@ -176,7 +187,8 @@ def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpu
     from scenarios.registry import SCENARIOS
 
     base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
-    names = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario") if scenarios_ else None
+    names = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario", qualified=True) \
+        if scenarios_ else None
     exp = experiment_from_options(base, opts, names)
     if opts.get("name") is None and not config_path and names:
         exp = dataclasses.replace(exp, name="-".join(names) + (f"-{exp.ordering}" if exp.ordering != "sequential"
@@ -251,7 +263,7 @@ def tune(spaces, samples, search, tune_on, evaluate_on, protocol, select, eval_s
 
     for name in (tune_on, evaluate_on):
         if name:
-            parse_names(name, list(SCENARIOS), "scenario")
+            parse_names(name, list(SCENARIOS), "scenario", qualified=True)
     base = Experiment(strategies=["finetune", "er", "ewc", "gem"])
     exp = experiment_from_options(base, opts)
     t = Tuning(exp, tune_on=tune_on, evaluate_on=evaluate_on, protocol=protocol,
@@ -297,21 +309,31 @@ class RunsFailed(click.ClickException):
 @cli.command()
 @click.argument("dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(), help="where to write the merged leaderboard [the first DIR]")
-def report(dirs, out):
+@click.option("--allow-different", is_flag=True,
+              help="merge experiments whose runs of one strategy differ in settings, as separate rows")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex", "csv"]), default="text",
+              show_default=True, help="how the table is printed; latex also writes leaderboard.tex (booktabs)")
+@click.option("--reference", help="row to test every other row against (paired t-test on ACC) [the best row]")
+def report(dirs, out, allow_different, fmt, reference):
     """Rebuild the leaderboard from the run folders of one or more experiments (merging them),
     recomputing every metric from the runs' curves.csv."""
-    from clbench.leaderboard import people_table, to_text, write_leaderboard
+    from clbench import io
+    from clbench.leaderboard import people_table, render, write_leaderboard
 
     roots = [Path(d) for d in dirs]
     for r in roots:
         if not r.is_dir():
             raise InputError(f"{r} is not a folder")
     target = Path(out) if out else roots[0]
-    lb = write_leaderboard(roots, target, recompute=True)
+    lb = write_leaderboard(roots, target, recompute=True, allow_different=allow_different, reference=reference)
     if lb.empty:
         raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
-    click.echo(to_text(people_table(lb)))
-    click.echo(f"\nleaderboard written to {target}/leaderboard.csv and leaderboard.md")
+    table = render(people_table(lb), fmt)
+    click.echo(table)
+    if fmt == "latex":
+        io.atomic_write_text(target / "leaderboard.tex", table)
+    written = "leaderboard.csv, leaderboard.md" + (", leaderboard.tex" if fmt == "latex" else "")
+    click.echo(f"\nwritten to {target}/: {written}", err=fmt != "text")
 
 
 @cli.command()
@@ -370,6 +392,8 @@ def entry(argv: list[str] | None = None) -> int:
     """The command line as a function returning its exit code: bad input (a click usage error or
     an ``InputError``) is one line on stderr and 2, failed runs 1, an interruption 130; never a
     traceback for any of them."""
+    if not (sys.argv[1:] if argv is None else argv):  # plain ``clbench``: the help, not an error
+        argv = ["--help"]
     try:
         cli.main(args=argv, prog_name="clbench", standalone_mode=False)
         return 0

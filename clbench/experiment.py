@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import os
 import re
-import sys
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,11 @@ from typing import Annotated, Any
 import tomllib
 from pydantic import AfterValidator, Field
 
-from clbench import io
+from clbench import io, progress
 from clbench.catalog import coerce_params, strategy_entry
 from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, is_complete, validated
 from scenarios.errors import InputError
+from scenarios.own import scenario_factory
 from scenarios.registry import scenario_spec
 from scenarios.validation import Count, NonNegativeInt
 
@@ -66,7 +68,7 @@ class Experiment(RunSettings):
         if exp.eval_on == "val" and float(exp.val_fraction) == 0.0:
             raise InputError("--eval-on val needs a validation split: --val-fraction must be > 0")
         for s in exp.scenarios:
-            scenario_spec(s)
+            scenario_factory(s) if ":" in s else scenario_spec(s)
         for s in exp.strategies:
             strategy_entry(s)
         for key, values in exp.params.items():
@@ -77,7 +79,8 @@ class Experiment(RunSettings):
                 if not any(k in strategy_entry(t).params() for t in targets):
                     raise InputError(f"no strategy in this experiment has a parameter {k!r}")
         for s in exp.strategies:
-            coerce_params(s, exp.strategy_params(s))
+            for values, _ in sweep(exp.strategy_params(s)):
+                coerce_params(s, values)
         for s, values in exp.strategy_settings.items():
             if s not in exp.strategies:
                 raise InputError(f"strategy_settings for {s}, but strategy {s} is not part of this experiment")
@@ -107,8 +110,9 @@ class Experiment(RunSettings):
         order_seeds = [None] if self.orderings == 1 else list(range(self.orderings))
         shared = {**self.settings(), "scenario_options": self.scenario_options_for_runs()}
         return [RunConfig(**copy.deepcopy({**shared, **self.strategy_settings.get(st, {})}), scenario=sc, strategy=st,
-                          seed=seed, params=self.strategy_params(st), ordering_seed=o)
-                for sc in self.scenarios for st in self.strategies for o in order_seeds for seed in self.seeds]
+                          seed=seed, params=values, ordering_seed=o, variant=variant)
+                for sc in self.scenarios for st in self.strategies
+                for values, variant in sweep(self.strategy_params(st)) for o in order_seeds for seed in self.seeds]
 
     def identity(self) -> dict[str, Any]:
         """What must match for two invocations to share one experiment folder."""
@@ -133,10 +137,26 @@ Seeds = Annotated[list[NonNegativeInt], Field(min_length=1), AfterValidator(_dis
 ExperimentName = Annotated[str, Field(min_length=1), AfterValidator(_folder_name)]
 
 
+def sweep(params: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+    """A strategy's parameters with list values (``--param mem_size=200,500``, ``mem_size = [200, 500]``
+    in TOML) expanded into one variant per combination: ``(values, "mem_size=500")``; without
+    lists, the parameters themselves and no variant name."""
+    swept = [k for k, v in params.items() if isinstance(v, list)]
+    if not swept:
+        return [(dict(params), None)]
+    out = []
+    for combo in itertools.product(*(params[k] for k in swept)):
+        values = {**params, **dict(zip(swept, combo))}
+        out.append((values, ",".join(f"{k}={v}" for k, v in zip(swept, combo))))
+    return out
+
+
 def run_dir(root: Path, config: RunConfig) -> Path:
-    """runs/<scenario>/<strategy>/seed<k> (seed<k>-order<o> when the experiment varies the ordering)."""
+    """runs/<scenario>/<strategy>/seed<k> (seed<k>-order<o> when the experiment varies the ordering;
+    <strategy>[<variant>] in a parameter sweep)."""
     name = f"seed{config.seed}" if config.ordering_seed is None else f"seed{config.seed}-order{config.ordering_seed}"
-    return root / "runs" / config.scenario / config.strategy / name
+    strategy = config.strategy if config.variant is None else f"{config.strategy}[{config.variant}]"
+    return root / "runs" / config.scenario / strategy / name
 
 
 # ---------------------------------------------------------------- parsing helpers
@@ -174,14 +194,22 @@ def parse_names(text: str, known: list[str], what: str, qualified: bool = False)
 
 
 def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """``k=v`` (every strategy that has k) or ``strategy.k=v``; values stay strings until coerced."""
+    """``k=v`` (every strategy that has k) or ``strategy.k=v``; ``k=a,b`` sweeps (one row per value).
+    Values stay strings until coerced; a parameter given twice is refused, not silently overridden."""
     out: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         if "=" not in pair:
             raise InputError(f"--param {pair!r} must look like name=value or strategy.name=value")
         key, value = pair.split("=", 1)
         strategy, _, name = key.rpartition(".")
-        out.setdefault(strategy or "*", {})[name.strip()] = value.strip()
+        target = out.setdefault(strategy or "*", {})
+        if name.strip() in target:
+            raise InputError(f"--param {key.strip()} is given twice; to run several values, give them as one "
+                             f"sweep: --param {key.strip()}=a,b")
+        values = [v.strip() for v in value.split(",")]
+        if any(not v for v in values) and len(values) > 1:
+            raise InputError(f"--param {pair!r}: an empty value in the list")
+        target[name.strip()] = values if len(values) > 1 else value.strip()
     return out
 
 
@@ -233,9 +261,19 @@ def to_toml(exp: Experiment) -> str:
 
 # ---------------------------------------------------------------- running
 
+#: what an experiment writes in its folder: ``--force`` removes these (and only these)
+EXPERIMENT_OUTPUTS = ("runs", "plots", "leaderboard.csv", "leaderboard.md", "experiment.toml")
+
+
 def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
-    """Refuse a folder that holds a different experiment; otherwise record this one (merged)."""
+    """Refuse a folder that holds a different experiment; otherwise record this one (merged with
+    the one there). ``force`` replaces the folder's experiment: its runs, leaderboard and plots go,
+    so no result of other settings can end up in this experiment's rows."""
     path = root / "experiment.toml"
+    if force:
+        for name in EXPERIMENT_OUTPUTS:
+            target = root / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     if path.is_file() and not force:
         try:
             old = Experiment.from_mapping(tomllib.loads(path.read_text()))
@@ -300,8 +338,6 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
 
     ``executor(todo)`` (optional) yields an ``Outcome`` per ``(config, out)`` pair; the default is
     this process (``jobs=1``) or a local process pool."""
-    from tqdm import tqdm
-
     from clbench import executors
 
     exp = exp.validate()
@@ -312,16 +348,17 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
     if executor is None:
         executor = (lambda t: executors.serial(t, lambda c: _run_bar(c, show_progress))) \
             if jobs <= 1 or len(todo) <= 1 else (lambda t: executors.process_pool(t, jobs))
-    overall = tqdm(total=len(todo), desc="runs", unit="run", disable=not show_progress, position=0)
+    overall = progress.progress(len(todo), "runs", "run", show_progress, position=0)
     failed: list[executors.Outcome] = []
     done = 0
     try:
         for outcome in executor(todo):
+            overall.set_postfix_str(f"{_name(outcome.config)} {'failed' if outcome.failed else 'done'}")
             overall.update(1)
             if outcome.failed:
                 failed.append(outcome)
-                tqdm.write(f"error: {_name(outcome.config)} failed: {outcome.error} "
-                           f"(details in {outcome.out / executors.ERROR_FILE})", file=sys.stderr)
+                progress.write(f"error: {_name(outcome.config)} failed: {outcome.error} "
+                               f"(details in {outcome.out / executors.ERROR_FILE})")
                 continue
             done += 1
             _warn_divergence(outcome.config, outcome.summary)
@@ -341,16 +378,14 @@ def _name(config: RunConfig) -> str:
 
 def _warn_divergence(config: RunConfig, summary: dict) -> None:
     if summary.get("diverged_at"):
-        from tqdm import tqdm
-
-        tqdm.write(f"warning: {_name(config)} diverged at iteration {summary['diverged_at']} "
+        progress.write(f"warning: {_name(config)} diverged at iteration {summary['diverged_at']} "
                    f"({summary.get('divergence', 'see metrics.diverged_at')}); its metrics are those of a broken "
-                   "model and it ranks last — lower --lr or the strategy's strength", file=sys.stderr)
+                   "model and it ranks last — lower --lr or the strategy's strength")
 
 
 def _run_bar(config: RunConfig, show: bool):
     """A per-run progress bar: iteration, task, latest mean accuracy (refreshed at most 5x a second)."""
-    if not show:
+    if not show or not progress.interactive():  # a log file gets the overall lines only
         return None
     from tqdm import tqdm
 
@@ -358,7 +393,7 @@ def _run_bar(config: RunConfig, show: bool):
 
     state = {"bar": None, "last": 0.0}
 
-    def progress(n, total, task, ev):
+    def update(n, total, task, ev):
         if state["bar"] is None:
             state["bar"] = tqdm(total=total, desc=f"{config.strategy} s{config.seed}", unit="it", leave=False,
                                 position=1)
@@ -371,5 +406,5 @@ def _run_bar(config: RunConfig, show: bool):
         if n == total:
             bar.close()
 
-    return progress
+    return update
 

@@ -14,21 +14,32 @@ from clbench.executors import ERROR_FILE
 from clbench.runner import is_complete
 from scenarios.errors import InputError
 
-METRICS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
+METRICS = ["acc", "acc_test_se", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
            "gap_iters_to_recover", "gap_unrecovered", "wall_seconds", "train_iters_per_second",
            "train_flops", "memory_samples", "memory_bytes", "trainable_params", "memory_capacity", "iterations"]
 #: cost columns (Harun et al. 2023): shown beside accuracy, mean over seeds
 COST = ["train_flops", "memory_samples", "memory_bytes", "trainable_params", "wall_seconds"]
+#: metrics with a 95% confidence interval over seeds (Student's t) in the leaderboard
+CI_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth", "aaa", "wf10"]
+#: which way is better, shown beside each column's name (↑ higher, ↓ lower)
+BETTER = {"acc": "↑", "bwt": "↑", "fwt": "↑", "forgetting": "↓", "min_acc": "↑", "wc_acc": "↑", "wf10": "↓",
+          "wf100": "↓", "aaa": "↑", "gap_depth": "↓", "gap_iters_to_recover": "↓", "gap_unrecovered": "↓",
+          "train_flops": "↓", "memory_samples": "↓", "memory_bytes": "↓", "trainable_params": "↓",
+          "wall_seconds": "↓"}
+#: a paired difference from the reference row below this p-value is called significant
+ALPHA = 0.05
 #: metrics whose spread across orderings the leaderboard reports (``--orderings K``)
 SPREAD_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth"]
 #: shown as percentages for people (fractions in the CSV)
-ACCURACY_LIKE = {"acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
+ACCURACY_LIKE = {"acc", "acc_test_se",
+                 "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
                  "gap_unrecovered"}
-LABELS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
+LABELS = {"acc": "ACC", "acc_test_se": "ACC test-set SE",
+          "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
           "wf10": "WF10", "wf100": "WF100", "aaa": "AAA", "gap_depth": "gap depth",
           "gap_iters_to_recover": "iters to recover", "gap_unrecovered": "% unrecovered", "wall_seconds": "s/run",
           "train_iters_per_second": "it/s", "train_flops": "train GFLOP", "memory_samples": "memory (samples)",
-          "memory_bytes": "memory (MB)", "trainable_params": "params", "memory_capacity": "memory budget",
+          "memory_bytes": "memory (MB)", "trainable_params": "trainable params", "memory_capacity": "memory budget",
           "iterations": "updates"}
 
 
@@ -44,7 +55,7 @@ def run_folders(roots: list[Path]) -> list[Path]:
 
 #: what a run's config holds beyond the settings its row shares: merged experiments whose settings
 #: differ (another --lr, --epochs, budget) get separate rows, never one mean over both
-NOT_SETTINGS = {"scenario", "strategy", "seed", "params", "ordering_seed", "device", "data_root", "threads"}
+NOT_SETTINGS = {"scenario", "strategy", "seed", "params", "ordering_seed", "device", "data_root", "threads", "variant"}
 
 
 def failed_runs(roots: list[Path]) -> pd.DataFrame:
@@ -89,6 +100,20 @@ def read_curves(path: Path) -> pd.DataFrame:
     return log
 
 
+def binomial_se(run: Path) -> float:
+    """The binomial standard error of a run's final ACC from its finite evaluation sets: ACC is the
+    mean of T per-task accuracies a_t, each measured on N_t samples, so SE = sqrt(sum a_t(1-a_t)/N_t) / T.
+    A difference between two rows smaller than about twice this is within test-set noise, whatever
+    the seeds say (split-digits has about 72 test samples per task: one sample is 1.4 points)."""
+    matrix = read_result(run / "matrix.csv", pd.read_csv)
+    counts = read_result(run / "config.json", io.read_json).get("evaluation", {}).get("samples_per_task")
+    final = matrix[[c for c in matrix.columns if c.startswith("task")]].iloc[-1].to_numpy(dtype=float)
+    if not counts or len(counts) != len(final):
+        return float("nan")
+    n = np.asarray(counts, dtype=float)
+    return float(np.sqrt(np.sum(final * (1 - final) / n)) / len(final))
+
+
 def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
     """One row per run: its summary.json flattened (parameters as canonical JSON). With
     ``recompute`` the metrics (and the divergence rule) are computed again from curves.csv and
@@ -104,6 +129,7 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
         run = read_result(d / "config.json", io.read_json).get("run", {})
         s["settings"] = json.dumps({k: v for k, v in run.items() if k not in NOT_SETTINGS}, sort_keys=True, default=str)
         s["run_dir"] = str(d)
+        s["acc_test_se"] = binomial_se(d)
         rows.append(s)
     df = pd.DataFrame(rows)
     for m in METRICS:
@@ -112,7 +138,8 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
     return df
 
 
-def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.DataFrame:
+def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, reference: str | None = None
+                ) -> pd.DataFrame:
     """Mean and sample std (ddof=1; NaN with one seed) per scenario x strategy x parameters, sorted
     by ACC within each scenario, rows with a diverged run last (their metrics describe a broken
     model and must never read as the best). ``failed`` (``failed_runs``) adds each row's count of
@@ -143,6 +170,8 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.Da
             v = v[~np.isnan(v)]
             row[f"{m}_mean"] = float(v.mean()) if len(v) else float("nan")
             row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            if m in CI_METRICS:
+                row[f"{m}_ci95"] = ci95(v)
         out.append(row)
     n_failed = failed.groupby(["scenario", "strategy"]).size().to_dict() if len(failed) else {}
     for scenario, strategy in n_failed:  # strategies none of whose runs finished
@@ -159,8 +188,61 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.Da
     order = {s: i for i, s in enumerate(dict.fromkeys([*runs["scenario"], *failed["scenario"]]))}
     lb["_o"] = lb["scenario"].map(order)
     lb["_diverged"] = lb["n_diverged"] > 0
-    return lb.sort_values(["_o", "_diverged", "acc_mean"], ascending=[True, True, False], na_position="last") \
+    lb = lb.sort_values(["_o", "_diverged", "acc_mean"], ascending=[True, True, False], na_position="last") \
         .drop(columns=["_o", "_diverged"]).reset_index(drop=True)
+    return paired_tests(runs, lb, keys, reference)
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% confidence interval of the mean over seeds (Student's t, n - 1 degrees
+    of freedom); NaN with fewer than two values."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+
+
+def paired_tests(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str], reference: str | None = None
+                 ) -> pd.DataFrame:
+    """Per scenario, each row's ACC against a reference row (the best healthy row, or the row
+    labelled ``reference``), paired by seed and ordering: a paired t-test (scipy.stats.ttest_rel)
+    over the seeds both rows ran. ``acc_vs_reference`` says ``reference``, ``n.s.`` (p >= ALPHA:
+    not significantly different), ``better`` or ``worse``; ``n/a`` with fewer than two pairs."""
+    from scipy import stats
+
+    lb = lb.assign(reference="", acc_p_vs_reference=np.nan, acc_vs_reference="")
+    if runs.empty or "acc" not in runs:
+        return lb
+    runs = runs.assign(_pair=runs["seed"].map(str) + "/" + runs.get(
+        "ordering_seed", pd.Series(None, index=runs.index, dtype=object)).map(str))
+    per_row = {key: g.set_index("_pair")["acc"] for key, g in runs.groupby(keys, sort=False)}
+    for scenario, g in lb.groupby("scenario", sort=False):
+        healthy = g[(g["n_diverged"] == 0) & g["acc_mean"].notna()]
+        chosen = healthy[healthy["label"] == reference] if reference else healthy.head(1)
+        if reference and chosen.empty:
+            raise InputError(f"{scenario}: no row labelled {reference!r} to compare with; "
+                             f"rows: {', '.join(g['label'])}")
+        if chosen.empty:
+            continue
+        ref = chosen.iloc[0]
+        ref_acc = per_row[tuple(ref[k] for k in keys)]
+        for i, r in g.iterrows():
+            lb.loc[i, "reference"] = ref["label"]
+            if i == chosen.index[0]:
+                lb.loc[i, "acc_vs_reference"] = "reference"
+                continue
+            acc = per_row.get(tuple(r[k] for k in keys), pd.Series(dtype=float))
+            both = pd.concat([acc, ref_acc], axis=1, join="inner").dropna()
+            if len(both) < 2:
+                lb.loc[i, "acc_vs_reference"] = "n/a"
+                continue
+            diff = both.iloc[:, 0] - both.iloc[:, 1]
+            p = 1.0 if np.allclose(diff, 0) else float(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
+            lb.loc[i, "acc_p_vs_reference"] = p
+            lb.loc[i, "acc_vs_reference"] = "n.s." if p >= ALPHA else ("better" if diff.mean() > 0 else "worse")
+    return lb
 
 
 def _distinguish(lb: pd.DataFrame) -> pd.DataFrame:
@@ -213,23 +295,38 @@ def _cell(mean: float, std: float, metric: str) -> str:
         return _cost_cell(mean, metric)
     if np.isnan(mean):
         return "n/a"
-    scale, fmt = (100.0, "{:.1f}") if metric in ACCURACY_LIKE else (1.0, "{:.3g}" if abs(mean) < 1000 else "{:.0f}")
-    text = fmt.format(mean * scale)
+    if metric in ACCURACY_LIKE:
+        scale, decimals = 100.0, 1
+    else:  # three significant figures of the mean; the spread to the same decimal place
+        scale, decimals = 1.0, max(0, 2 - int(np.floor(np.log10(abs(mean))))) if mean else 2
+    text = f"{mean * scale:.{decimals}f}"
     if not np.isnan(std):
-        text += " ± " + fmt.format(std * scale)
+        text += f" ± {std * scale:.{decimals}f}"
     return text
 
 
 def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
-    """The leaderboard for people: accuracies in percent, mean ± std."""
+    """The leaderboard for people: accuracies in percent with one decimal, mean ± the 95% confidence
+    interval over seeds (± the std where no CI is computed), ↑/↓ for which way is better, the
+    setting and parameters of each row, the ACC test-set SE and the paired test against the
+    reference row."""
     metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_iters_to_recover",
                           "gap_unrecovered", *COST]
     t = lb[["scenario", "strategy"]].copy()
     if "label" in lb:
         t["strategy"] = lb["label"].fillna(lb["strategy"])
+    t["setting"] = lb["setting"] if "setting" in lb else ""
+    t["params"] = [_params_cell(p) for p in lb.get("params", pd.Series("{}", index=lb.index))]
     t["runs"] = [_runs_cell(r) for r in lb.itertuples()]
     for m in metrics:
-        t[LABELS[m]] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], lb[f"{m}_std"])]
+        spread = lb[f"{m}_ci95"] if f"{m}_ci95" in lb else lb[f"{m}_std"]
+        t[_header(m)] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], spread)]
+        if m == "acc":
+            if "acc_test_se_mean" in lb:
+                t["ACC test-set SE"] = [_cell(v, float("nan"), "acc_test_se") for v in lb["acc_test_se_mean"]]
+            if "acc_vs_reference" in lb:
+                t["ACC vs reference"] = [_versus_cell(v, p) for v, p in zip(lb["acc_vs_reference"],
+                                                                               lb["acc_p_vs_reference"])]
     if "acc_order_std" in lb:
         t.insert(3, "orderings", lb["n_orderings"])
         t["ACC across orderings (std, min-max)"] = [
@@ -238,6 +335,21 @@ def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
         t["rank changes"] = [f"{int(c)}/{int(n)} (ranks {int(b)}-{int(w)})" for c, n, b, w in
                              zip(lb["rank_changes"], lb["n_orderings"], lb["rank_best"], lb["rank_worst"])]
     return t
+
+
+def _header(metric: str) -> str:
+    return f"{LABELS[metric]} {BETTER[metric]}" if metric in BETTER else LABELS[metric]
+
+
+def _params_cell(params: str) -> str:
+    values = json.loads(params) if isinstance(params, str) and params else {}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "defaults"
+
+
+def _versus_cell(verdict: str, p: float) -> str:
+    if verdict in ("reference", "n/a", ""):
+        return verdict or "n/a"
+    return f"{verdict} (p={p:.2g})"
 
 
 def _runs_cell(row) -> str:
@@ -258,14 +370,84 @@ def to_text(table: pd.DataFrame) -> str:
     return table.to_string(index=False)
 
 
-def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False) -> pd.DataFrame:
-    """Rebuild leaderboard.csv and leaderboard.md in ``out`` from the runs below ``roots``."""
+#: unicode of the people table that LaTeX's text mode lacks, as math (after escaping)
+LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
+    """A booktabs tabular (pandas' Styler, cells and headers escaped) that compiles as it is, with
+    \\usepackage{booktabs}; ±, ↑ and ↓ become math."""
+    styler = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    text = styler.to_latex(hrules=True, column_format="l" * 4 + "r" * (len(table.columns) - 4),
+                           caption=caption, position="t" if caption else None)
+    for symbol, latex in LATEX_SYMBOLS.items():
+        text = text.replace(symbol, latex)
+    return text
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """The people table as ``text``, ``markdown``, ``latex`` or ``csv``."""
+    if fmt == "markdown":
+        return to_markdown(table)
+    if fmt == "latex":
+        return to_latex(table)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    return to_text(table)
+
+
+#: what identifies one run across experiments: the same key twice is the same run counted twice
+RUN_KEY = ["scenario", "strategy", "params", "settings", "seed", "ordering_seed"]
+
+
+def check_merge(runs: pd.DataFrame, roots: list[Path], allow_different: bool) -> None:
+    """Merging experiments must not count a run twice, nor pool runs made under other settings
+    into one row unless asked (``allow_different``: they then stay separate, labelled rows)."""
+    if runs.empty or len(roots) < 2:
+        return
+    runs = runs.assign(root=[_root_of(Path(d), roots) for d in runs["run_dir"]],
+                       ordering_seed=runs.get("ordering_seed", pd.Series(None, index=runs.index,
+                                                                         dtype=object)).map(str))
+    twice = runs[runs.duplicated(RUN_KEY, keep=False)]
+    if len(twice):
+        r = twice.iloc[0]
+        where = " and ".join(sorted(set(twice[(twice[RUN_KEY] == r[RUN_KEY]).all(axis=1)]["root"])))
+        raise InputError(f"{where} both hold {r['scenario']} {r['strategy']} seed {r['seed']} with the same settings; "
+                         "merging would count it twice — report them separately, or move one aside")
+    if allow_different:
+        return
+    for (scenario, strategy), g in runs.groupby(["scenario", "strategy"], sort=False):
+        variants = g.groupby(["params", "settings"]).size()
+        if len(variants) > 1 and g["root"].nunique() > 1:
+            a, b = (json.loads(p) | json.loads(s) for p, s in variants.index[:2])
+            differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise InputError(f"{scenario} {strategy}: the experiments' runs differ in {', '.join(differ)}; "
+                             "pass --allow-different to keep them as separate rows")
+
+
+def _root_of(run: Path, roots: list[Path]) -> str:
+    for root in roots:
+        if run.is_relative_to(root):
+            return str(root)
+    return str(run)
+
+
+def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, allow_different: bool = False,
+                      reference: str | None = None) -> pd.DataFrame:
+    """Rebuild leaderboard.csv and leaderboard.md in ``out`` from the runs below ``roots`` (checked
+    with ``check_merge`` when there are several)."""
     failed = failed_runs(roots)
-    lb = leaderboard(collect(roots, recompute), failed)
+    runs = collect(roots, recompute)
+    check_merge(runs, roots, allow_different)
+    lb = leaderboard(runs, failed, reference)
     if lb.empty:
         return lb
     io.write_csv(out / "leaderboard.csv", lb)
-    note = ("Accuracies in percent, mean ± std over seeds (sample std). ACC/BWT/FORG from the accuracy matrix; "
+    note = ("Accuracies in percent, mean ± the half-width of the 95% confidence interval over seeds (Student's t; "
+            "std and CI in leaderboard.csv); ↑ higher is better, ↓ lower is better. ACC test-set SE: the binomial "
+            "standard error of ACC from the finite test sets alone. ACC vs reference: a paired t-test over seeds "
+            f"(scipy.stats.ttest_rel) against the best row; n.s. = not significantly different at p < {ALPHA}. "
+            "ACC/BWT/FORG from the accuracy matrix; "
             "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023). Cost beside "
             "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted by torch's FlopCounterMode on sampled "
             "steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, MB), "

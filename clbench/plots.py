@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clbench import metrics
+from clbench import io, metrics
 from clbench.leaderboard import read_curves, read_result, read_summary, run_folders
+
+#: strategies (by plotted name) whose training ignores the stream's boundaries (offline joint)
+_NO_BOUNDARIES: set[str] = set()
 
 
 def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
@@ -22,21 +25,27 @@ def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
     diverged run is named "<strategy> (k DIVERGED)" in every plot, as in the leaderboard."""
     out: dict[tuple[str, str], dict[str, pd.DataFrame]] = {}
     diverged: dict[tuple[str, str], int] = {}
+    free: set[tuple[str, str]] = set()
     for d in run_folders(roots):
         scenario, strategy, run = d.parts[-3], d.parts[-2], d.parts[-1]
         out.setdefault((scenario, strategy), {})[run] = read_result(d / "curves.csv", read_curves)
         summary = read_summary(d)
         diverged[scenario, strategy] = diverged.get((scenario, strategy), 0) + bool(summary.get("diverged_at"))
-    return {(sc, f"{st} ({diverged[sc, st]} DIVERGED)" if diverged[sc, st] else st): runs
-            for (sc, st), runs in out.items()}
+        if not read_result(d / "config.json", io.read_json).get("strategy", {}).get("task_boundaries", True):
+            free.add((scenario, strategy))
+    named = {(sc, st): f"{st} ({diverged[sc, st]} DIVERGED)" if diverged[sc, st] else st for sc, st in out}
+    _NO_BOUNDARIES.update(named[k] for k in free)
+    return {(sc, named[sc, st]): runs for (sc, st), runs in out.items()}
 
 
-def seen_mean(log: pd.DataFrame) -> pd.Series:
-    """Mean accuracy over the tasks seen so far, per evaluation (indexed by iteration)."""
+def seen_mean(log: pd.DataFrame, old_only: bool = False) -> pd.Series:
+    """Mean accuracy per evaluation (indexed by iteration) over the tasks seen so far, or with
+    ``old_only`` over the tasks trained *before* the current one: the seen-tasks mean takes in
+    the new, still untrained task at each boundary, which looks like a dip but is not forgetting."""
     steps = log.groupby("eval_step")[["iteration", "trained_task"]].first()
     phase = steps["trained_task"].cummax()
     log = log.join(phase.rename("phase"), on="eval_step")
-    seen = log[(log["task"] <= log["phase"]) & (log["phase"] >= 0)]
+    seen = log[(log["task"] < log["phase"]) if old_only else (log["task"] <= log["phase"]) & (log["phase"] >= 0)]
     s = seen.groupby("eval_step")["accuracy"].mean()
     return pd.Series(s.to_numpy(), index=steps.loc[s.index, "iteration"].to_numpy()).groupby(level=0).last()
 
@@ -49,9 +58,22 @@ def boundaries(log: pd.DataFrame) -> list[int]:
     return [int(it[np.flatnonzero(phase == p)[-1]]) for p in range(int(phase.max()))]
 
 
+def shows_gap(log: pd.DataFrame) -> bool:
+    """Whether an old task dipped after a boundary and came back within the next task: only then
+    may a plot speak of a stability gap (a permanent step, as NMC's, is forgetting, not a gap)."""
+    gap = metrics.stability_gap(log)
+    dipped = gap[gap["minimum"] < gap["pre"] - metrics.RECOVERY_TOLERANCE]
+    return bool(len(dipped) and dipped["iters_to_recover"].notna().any())
+
+
 def _mark(ax, bounds: list[int]) -> None:
     for b in bounds:
         ax.axvline(b, color="grey", lw=0.8, ls="--", alpha=0.7)
+
+
+def _legend(ax, **kw) -> None:
+    """Beside the axes, never over a curve."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0, **kw)
 
 
 def plot_all(roots: list[Path], out: Path) -> list[Path]:
@@ -66,38 +88,65 @@ def plot_all(roots: list[Path], out: Path) -> list[Path]:
     return files
 
 
-def _band(runs_of_strategy: dict[int, pd.DataFrame]):
-    series = [seen_mean(log) for log in runs_of_strategy.values()]
+def _band(series: list[pd.Series]):
     df = pd.concat(series, axis=1).sort_index().interpolate(limit_area="inside")
     return df.index.to_numpy(), df.mean(1).to_numpy(), df.min(1).to_numpy(), df.max(1).to_numpy()
 
 
 def _mean_accuracy(scenario, runs, out) -> Path:
-    fig, ax = _figure(figsize=(10, 5))
-    for strategy, seeds in runs.items():
-        x, m, lo, hi = _band(seeds)
-        (line,) = ax.plot(x, m, lw=1.2, label=strategy)
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-    _mark(ax, boundaries(next(iter(next(iter(runs.values())).values()))))
-    ax.set(xlabel="training iteration", ylabel="mean accuracy on tasks seen so far", ylim=(0, 1.02),
-           title=f"{scenario}: accuracy during training (band: min-max over seeds; dashed: task boundaries)")
-    ax.legend(loc="lower left", fontsize=8, ncol=2)
+    fig, axes = _figure(1, 2, figsize=(14, 5), sharey=True)
+    for ax, old_only in zip(axes, (False, True)):
+        for strategy, seeds in runs.items():
+            series = [seen_mean(log, old_only) for log in seeds.values()]
+            series = [x for x in series if len(x)]
+            if not series:
+                continue
+            x, m, lo, hi = _band(series)
+            (line,) = ax.plot(x, m, lw=1.2, label=strategy)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        _mark(ax, boundaries(next(iter(next(iter(runs.values())).values()))))
+    axes[0].set(xlabel="training iteration", ylabel="mean accuracy", ylim=(0, 1.02),
+                title="tasks seen so far (a new task enters at each boundary)")
+    axes[1].set(xlabel="training iteration", title="old tasks only (trained before the current one)")
+    _legend(axes[1])
+    n = max(len(seeds) for seeds in runs.values())
+    fig.suptitle(f"{scenario}: accuracy during training (line: mean over {n} seed(s); band: min-max over seeds; "
+                 "dashed: task boundaries)")
     return _save(fig, out / f"{scenario}_mean_accuracy.png")
 
 
 def _per_task(scenario, strategy, seeds, out) -> Path:
-    seed = min(seeds, key=lambda name: (len(name), name))
-    log = seeds[seed]
-    steps = log.groupby("eval_step")[["trained_task"]].first()["trained_task"].cummax()
-    log = log.join(steps.rename("phase"), on="eval_step")
-    fig, ax = _figure(figsize=(10, 5))
-    for task, g in log[log["task"] <= log["phase"]].groupby("task"):
-        ax.plot(g["iteration"], g["accuracy"], lw=1, label=f"task {task}")
-    _mark(ax, boundaries(log))
+    fig, ax = _figure(figsize=(11, 5))
+    logs = list(seeds.values())
+    first = logs[0]
+    free = strategy in _NO_BOUNDARIES
+    for task in sorted(first["task"].unique()):
+        per_seed = []
+        for log in logs:
+            steps = log.groupby("eval_step")[["trained_task"]].first()["trained_task"].cummax()
+            log = log.join(steps.rename("phase"), on="eval_step")
+            g = log[(log["task"] == task) & ((log["task"] <= log["phase"]) | free)]
+            per_seed.append(g.groupby("iteration")["accuracy"].mean())
+        per_seed = [x for x in per_seed if len(x)]
+        if not per_seed:
+            continue
+        x, m, lo, hi = _band(per_seed)
+        (line,) = ax.plot(x, m, lw=1, label=f"task {task}")
+        if len(per_seed) > 1:
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    bounds = [] if free else boundaries(first)
+    _mark(ax, bounds)
+    if not bounds:
+        what = "trained on every task from the first update: no task boundaries, so no stability gap"
+    elif any(shows_gap(log) for log in logs):
+        what = "dips right after a boundary that recover within the task = stability gap"
+    else:
+        what = "no dip that recovers: drops after boundaries are forgetting, not a gap"
     ax.set(xlabel="training iteration", ylabel="accuracy", ylim=(0, 1.02),
-           title=f"{scenario} / {strategy} ({seed}): each task from its start; "
-                 "dips after boundaries = stability gap")
-    ax.legend(loc="lower left", fontsize=8)
+           title=f"{scenario} / {strategy}: each task {'' if free else 'from its start '}(mean over {len(logs)} "
+                 f"seed(s), band min-max)\n"
+                 f"{what}")
+    _legend(ax)
     return _save(fig, out / f"{scenario}_tasks_{strategy.split(' ')[0]}.png")
 
 
@@ -107,20 +156,25 @@ def _gap_zoom(scenario, runs, out) -> Path:
     task_len = (first["iteration"].max() / max(1, len(bounds) + 1))
     window = max(5, int(task_len * 0.25))
     n = max(1, len(bounds))
-    fig, axes = _figure(1, n, figsize=(3.2 * n, 3.6), sharey=True, squeeze=False)
-    for k, b in enumerate(bounds):
-        ax = axes[0, k]
-        for strategy, seeds in runs.items():
+    fig, axes = _figure(1, n, figsize=(3.2 * n + 2, 3.8), sharey=True, squeeze=False)
+    without = []
+    for strategy, seeds in runs.items():
+        if strategy in _NO_BOUNDARIES or not boundaries(next(iter(seeds.values()))):
+            without.append(strategy)  # no boundary, no gap: left out rather than drawn as one
+            continue
+        for k, b in enumerate(bounds):
             curves = []
             for log in seeds.values():
                 old = log[(log["task"] <= k) & (log["iteration"] >= b) & (log["iteration"] <= b + window)]
                 curves.append(old.groupby("iteration")["accuracy"].mean())
             c = pd.concat(curves, axis=1).mean(1)
-            ax.plot(c.index - b, c.to_numpy(), lw=1.2, marker=".", ms=2, label=strategy)
-        ax.set(title=f"after boundary {k + 1}", xlabel="updates into the new task")
+            axes[0, k].plot(c.index - b, c.to_numpy(), lw=1.2, marker=".", ms=2, label=strategy)
+    for k in range(len(bounds)):
+        axes[0, k].set(title=f"after boundary {k + 1}", xlabel="updates into the new task")
     axes[0, 0].set_ylabel("mean accuracy on old tasks")
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{scenario}: the stability gap — old tasks' accuracy right after each task switch")
+    _legend(axes[0, -1])
+    note = f" ({', '.join(without)}: no task boundaries, left out)" if without else ""
+    fig.suptitle(f"{scenario}: old tasks' accuracy right after each task switch (mean over seeds){note}")
     return _save(fig, out / f"{scenario}_gap_zoom.png")
 
 
@@ -147,14 +201,19 @@ def _bars(scenario, runs, out) -> Path:
     for strategy in names:  # the three metrics drawn, not the whole summary (the gap's is the costly part)
         logs = [metrics.as_log(log) for log in runs[strategy].values()]
         for m in vals:
-            vals[m].append(np.nanmean([getattr(metrics, m)(log) for log in logs]))
+            vals[m].append([getattr(metrics, m)(log) for log in logs])
     x = np.arange(len(names))
-    fig, ax = _figure(figsize=(max(6, 1.1 * len(names)), 4))
+    fig, ax = _figure(figsize=(max(7, 1.2 * len(names) + 2), 4.2))
     for k, (m, label) in enumerate((("acc", "ACC (final)"), ("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"))):
-        ax.bar(x + (k - 1) * 0.27, 100 * np.array(vals[m]), 0.27, label=label)
+        per_seed = [np.array(v, dtype=float) for v in vals[m]]
+        mean = [100 * np.nanmean(v) if np.isfinite(v).any() else np.nan for v in per_seed]
+        std = [100 * np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else 0.0 for v in per_seed]
+        ax.bar(x + (k - 1) * 0.27, mean, 0.27, yerr=std, capsize=2, label=label, error_kw={"lw": 0.8})
     ax.set_xticks(x, names, rotation=20)
-    ax.set(ylabel="percent", ylim=(0, 100), title=f"{scenario}: final vs worst-case accuracy (mean over seeds)")
-    ax.legend(fontsize=8)
+    n = max(len(runs[s]) for s in names)
+    ax.set(ylabel="percent", ylim=(0, 100),
+           title=f"{scenario}: final vs worst-case accuracy (mean over {n} seed(s), error bar: std)")
+    _legend(ax)
     return _save(fig, out / f"{scenario}_bars.png")
 
 

@@ -24,6 +24,7 @@ from clbench import io, metrics
 from clbench.catalog import coerce_params, is_avalanche, strategy_entry
 from clbench.cost import CostMeter, trainable_parameters
 from clbench.evaluator import Evaluator, Schedule, subset_size
+from clbench.provenance import provenance
 from scenarios.errors import InputError
 from scenarios.orderings import make_stream
 from scenarios.validation import Count, NonNegativeInt, Positive, describe
@@ -118,6 +119,9 @@ class RunConfig(RunSettings):
     params: dict[str, Any] = field(default_factory=dict)
     #: seed of the scenario (class order, permutations) and the stream; None: the run's seed
     ordering_seed: NonNegativeInt | None = None
+    #: in a parameter sweep (``--param mem_size=200,500``), this run's values of the swept
+    #: parameters (``mem_size=500``): its folder and leaderboard row are named by it
+    variant: str | None = None
 
     def resolved(self, scenario: scenarios.Scenario) -> RunConfig:
         """The config with the scenario's training defaults filled in."""
@@ -216,7 +220,8 @@ def record(config: RunConfig, scenario: scenarios.Scenario, strategy_config: dic
                        "precision": config.eval_precision,
                        "samples_per_task": [evaluator.offsets[t + 1] - evaluator.offsets[t]
                                             for t in range(evaluator.n_tasks)]},
-        "versions": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
+        "versions": {**provenance(), "torch": torch.__version__, "python": platform.python_version(),
+                     "numpy": np.__version__},
     }
 
 

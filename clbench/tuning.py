@@ -348,14 +348,15 @@ def tune_strategy(t: Tuning, strategy: str, root: Path, cpus: float, gpus: float
     """Tune one strategy; one row per (trial, seed) for tuning.csv."""
     _quiet_tune()
     from ray import tune
-    from tqdm import tqdm
+
+    from clbench.progress import progress
 
     exp = t.phase_experiment("tune")
     space, search, samples = search_strategy(t, strategy)
     if not space:  # nothing to search for this strategy: its defaults are the one trial
         return _rows(t, strategy, [({}, trial_scores(exp, strategy, {}, root, t.select), None)])
     grid_points = math.prod(len(d.values) for d in t.dimensions(strategy) if d.kind == "grid" or t.search == "grid")
-    bar = tqdm(total=samples * grid_points, desc=f"tuning {strategy}", unit="trial", disable=not show_progress)
+    bar = progress(samples * grid_points, f"tuning {strategy}", "trial", show_progress)
 
     class Progress(tune.Callback):
         best = -math.inf
@@ -519,6 +520,10 @@ def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: st
     lb = write_leaderboard([root / "evaluation"], root / "evaluation")
     lb = ranks(table, lb, t.select)
     io.write_csv(root / "evaluation" / "leaderboard.csv", lb)
+    md = root / "evaluation" / "leaderboard.md"
+    io.atomic_write_text(md, md.read_text() + f"\n## Tuning ({t.protocol})\n\nChosen on {t.tune_on}'s validation split "
+                         f"(seeds {t.experiment.seeds}), evaluated on {t.evaluate_on}'s test data (seeds "
+                         f"{t.eval_seeds}); scores in percent.\n\n```\n{rank_table(lb, t)}\n```\n")
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
         from clbench.plots import plot_all
 

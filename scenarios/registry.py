@@ -105,7 +105,8 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def scenario_spec(name: str) -> ScenarioSpec:
     if name not in SCENARIOS:
-        raise InputError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}")
+        raise InputError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)} "
+                         "(or your own as package.module:function)")
     return SCENARIOS[name]
 
 
@@ -119,7 +120,13 @@ def build(name: str, seed: int = 0, *, root: str | Path | None = None, download:
     ``class_order="seed"``, ``setting="task-il"``, ...); unknown ones are an error.
 
     ``val_fraction`` of every class's training samples (seeded by ``seed``, stratified) become
-    the tasks' validation data and are never trained on; 0 keeps all of them for training."""
+    the tasks' validation data and are never trained on; 0 keeps all of them for training.
+
+    ``package.module:function`` builds a scenario of your own (``scenarios.own``)."""
+    if ":" in name and name not in SCENARIOS:
+        from scenarios.own import build_own
+
+        return build_own(name, seed, val_fraction, **overrides)
     spec = scenario_spec(name)
     overrides = check_options(name, overrides)
     if not 0.0 <= val_fraction < 1.0:

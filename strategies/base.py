@@ -173,9 +173,14 @@ class Strategy:
         return self.logits(x, task_ids)
 
     # ---------------------------------------------------------------- bookkeeping
+    #: whether training follows the stream's task boundaries (False: every task from the first
+    #: update, as offline joint training; plots then claim no boundary effect such as a gap)
+    task_boundaries = True
+
     def config(self) -> dict[str, Any]:
         """Everything about this strategy that changes the numbers, for the run's config.json."""
-        return {"name": self.name, "setting": self.setting, "augment": self.augment}
+        return {"name": self.name, "setting": self.setting, "augment": self.augment,
+                "task_boundaries": self.task_boundaries}
 
     def label_suffix(self) -> str:
         """Appended to the strategy's name in the leaderboard: a baseline whose meaning depends on a

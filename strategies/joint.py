@@ -74,5 +74,9 @@ class Joint(Strategy):
             return 0, 0
         return len(self._y), sum(t.element_size() * t.nelement() for t in (self._x, self._y, self._t))
 
+    @property
+    def task_boundaries(self) -> bool:
+        return self.mode != "offline"
+
     def config(self):
         return {**super().config(), "mode": self.mode}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scenarios.errors import InputError
+from scenarios.imports import import_object
 from scenarios.validation import validate_keywords
 from strategies.base import Finetune, Strategy
 
@@ -77,11 +77,7 @@ def strategy_entry(name: str) -> StrategyEntry:
 
 
 def _imported(name: str) -> StrategyEntry:
-    module_name, _, attr = name.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise InputError(f"cannot import strategy {name!r}: {e}") from None
+    cls = import_object(name, "strategy")
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise InputError(f"strategy {name!r} is not a subclass of strategies.Strategy")
     summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else f"{name} (own strategy)"

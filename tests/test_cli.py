@@ -2,8 +2,11 @@
 matches the runs; every plot is drawn."""
 
 import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -167,3 +170,63 @@ def test_parallel_jobs_give_the_same_numbers(tmp_path):
         a = (run_dir(tmp_path / "serial", c) / "curves.csv").read_text()
         b = (run_dir(tmp_path / "parallel", c) / "curves.csv").read_text()
         assert a == b
+
+
+def test_a_param_with_several_values_is_a_sweep_with_a_row_each(tmp_path):
+    out = tmp_path / "out"
+    r = clbench("run", "--strategy", "er,finetune", "--param", "er.mem_size=50,200", "--seeds", "0", "--iterations",
+                "3", "--eval-every", "3", "--eval-subset", "10", "--quiet", "--no-plots", "--jobs", "1",
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "runs/split-digits").iterdir()) == [
+        "er[mem_size=200]", "er[mem_size=50]", "finetune"]
+    lb = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(lb["label"]) == ["er [mem_size=200]", "er [mem_size=50]", "finetune"]
+    held = {row.label: row.memory_samples_mean for row in lb.itertuples()}
+    assert held["er [mem_size=50]"] == 50 and held["er [mem_size=200]"] <= 200
+    # the same sweep from TOML, where a list is the sweep
+    (tmp_path / "e.toml").write_text('strategies = ["er"]\nseeds = [0]\niterations = 3\neval_every = 3\n'
+                                     'eval_subset = 10\n[params.er]\nmem_size = [50, 200]\n')
+    r = clbench("run", "--config", str(tmp_path / "e.toml"), "--quiet", "--no-plots", "--jobs", "1", "--out",
+                str(tmp_path / "toml"))
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "toml/runs/split-digits").iterdir())) == 2
+
+
+def test_a_param_given_twice_is_refused(tmp_path):
+    r = clbench("run", "--strategy", "er", "--param", "mem_size=50", "--param", "mem_size=200", "--out",
+                str(tmp_path / "o"))
+    assert r.returncode == 2 and "--param mem_size is given twice" in r.stderr and "mem_size=a,b" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_readme_own_data_example_runs_verbatim(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- own-data -->\s*```python\n(.*?)```", readme, re.S).group(1)
+    command = re.search(r"<!-- own-data-run -->\s*```bash\n(.*?)```", readme, re.S).group(1).strip()
+    (tmp_path / "my_data.py").write_text(code)
+    script = Path(sys.executable).with_name("clbench")  # the console script: its sys.path lacks the cwd
+    assert command.startswith("clbench ") and script.is_file()
+    r = subprocess.run([str(script), *shlex.split(command)[1:], "--quiet", "--no-plots"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lb = pd.read_csv(tmp_path / "results/own-data/leaderboard.csv").set_index("strategy")
+    assert lb.loc["er", "n_seeds"] == 2 and lb.loc["er", "acc_mean"] > 1 / 6  # above chance on 6 classes
+    config = json.loads((tmp_path / "results/own-data/runs/my_data:blobs/er/seed0/config.json").read_text())
+    assert config["scenario"]["n_tasks"] == 3 and config["scenario"]["source"] == "own data"
+
+
+def test_own_data_is_checked_in_one_line(tmp_path):
+    from scenarios import from_arrays
+
+    x = np.zeros((12, 4, 4), dtype=np.uint8)
+    y = np.arange(12) % 4
+    for args, message in [((x, y, x, y, 3), "cannot split 4 classes into 3 equal tasks"),
+                          ((x.astype(float) * 3 + 2, y, x, y, 2), "float images must lie in [0, 1]"),
+                          ((x, y[:5], x, y, 2), "y_train must be 12 whole-number labels"),
+                          ((x[:, :, :2], y, x, y, 2), "train and test images differ in shape"),
+                          ((x, y - 1, x, y, 2), "labels must be 0, 1, 2")]:
+        with pytest.raises(InputError, match=re.escape(message)):
+            from_arrays(*args)
+    r = clbench("run", "--scenario", "nowhere:blobs", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "cannot import scenario 'nowhere:blobs'" in r.stderr

@@ -4,6 +4,7 @@ do not depend on the executor, and nothing outlives an interrupted command."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -273,7 +274,7 @@ def test_a_diverged_run_is_marked_everywhere_and_ranks_last(capsys, tmp_path):
     assert all(s["diverged_at"] is not None for s in summaries.values())
     assert "diverged at iteration" in err
     # merge: the healthy finetune row must rank above both diverged rows whatever their metrics
-    lb = write_leaderboard([out, out2], tmp_path / "merged")
+    lb = write_leaderboard([out, out2], tmp_path / "merged", allow_different=True)
     diverged = lb["n_diverged"] > 0
     assert diverged.tolist() == sorted(diverged.tolist())  # every diverged row after every healthy one
     text = to_text(people_table(lb))
@@ -416,6 +417,28 @@ def test_merged_experiments_with_other_settings_stay_separate_rows(tmp_path):
     for name, lr in (("a", 0.05), ("b", 0.01)):
         run_experiment(Experiment(strategies=["finetune"], seeds=[0], iterations=3, eval_every=3, eval_subset=10,
                                   lr=lr), tmp_path / name, show_progress=False)
-    lb = write_leaderboard([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    with pytest.raises(InputError, match="finetune: the experiments' runs differ in lr; pass --allow-different"):
+        write_leaderboard([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    lb = write_leaderboard([tmp_path / "a", tmp_path / "b"], tmp_path / "m", allow_different=True)
     assert sorted(lb["label"]) == ["finetune [lr=0.01]", "finetune [lr=0.05]"]
     assert lb["n_runs"].tolist() == [1, 1]
+
+
+def test_report_refuses_to_count_a_run_twice(capsys, tmp_path):
+    exp = Experiment(strategies=["finetune"], seeds=[0, 1], iterations=3, eval_every=3, eval_subset=10)
+    run_experiment(exp, tmp_path / "a", show_progress=False)
+    run_experiment(dataclasses.replace(exp, seeds=[0]), tmp_path / "b", show_progress=False)
+    code, _, err = invoke(capsys, "report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m"))
+    assert code == 2 and "both hold split-digits finetune seed 0 with the same settings" in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_force_replaces_the_folders_experiment(capsys, tmp_path):
+    out = tmp_path / "out"
+    base = ["run", "--strategy", "finetune", "--eval-every", "3", "--eval-subset", "10", "--quiet", "--no-plots",
+            "--out", str(out)]
+    assert invoke(capsys, *base, "--iterations", "3", "--seeds", "0,1,2")[0] == 0
+    assert invoke(capsys, *base, "--iterations", "6", "--seeds", "0", "--force")[0] == 0
+    lb = pd.read_csv(out / "leaderboard.csv")
+    assert lb["seeds"].astype(str).tolist() == ["0"] and lb["iterations_mean"].tolist() == [30]
+    assert sorted(p.name for p in (out / "runs/split-digits/finetune").iterdir()) == ["seed0"]

@@ -1,0 +1,29 @@
+"""Objects named by an import path, ``package.module:name``: how a scenario or a strategy of your
+own reaches every process that runs it (the pool's and Ray's workers import it the same way)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+from scenarios.errors import InputError
+
+
+def import_object(path: str, what: str) -> Any:
+    """``package.module:name``, looked up first where Python looks, then in the current folder
+    (a console script's ``sys.path`` lacks it, while ``python -m`` has it: a module beside the
+    experiment works either way)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name.split(".")[0] or os.getcwd() in sys.path:
+                raise
+            sys.path.append(os.getcwd())
+            module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as e:
+        raise InputError(f"cannot import {what} {path!r}: {e}") from None

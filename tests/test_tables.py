@@ -1,0 +1,117 @@
+"""Paper-ready tables: confidence intervals, the test-set uncertainty, paired tests against a
+reference row, LaTeX that parses; and the provenance and output of the command line."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from clbench.cli import entry
+from clbench.experiment import Experiment, run_experiment
+from clbench.leaderboard import binomial_se, people_table, to_latex, write_leaderboard
+
+
+@pytest.fixture(scope="module")
+def three_seeds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tables") / "exp"
+    run_experiment(Experiment(strategies=["finetune", "er", "ewc"], seeds=[0, 1, 2], iterations=6, eval_every=3,
+                              eval_subset=20), root, show_progress=False)
+    return root
+
+
+def _acc(root, strategy) -> np.ndarray:
+    return np.array([json.loads((root / f"runs/split-digits/{strategy}/seed{s}/summary.json").read_text())["acc"]
+                     for s in (0, 1, 2)])
+
+
+def test_confidence_intervals_and_paired_tests_are_scipys(three_seeds):
+    lb = write_leaderboard([three_seeds], three_seeds).set_index("strategy")
+    for strategy in ("finetune", "er", "ewc"):
+        acc = _acc(three_seeds, strategy)
+        half = stats.t.ppf(0.975, 2) * acc.std(ddof=1) / np.sqrt(3)
+        assert lb.loc[strategy, "acc_ci95"] == pytest.approx(half)
+    best = lb["acc_mean"].idxmax()
+    assert lb.loc[best, "acc_vs_reference"] == "reference" and (lb["reference"] == best).all()
+    for strategy in set(lb.index) - {best}:
+        p = stats.ttest_rel(_acc(three_seeds, strategy), _acc(three_seeds, best)).pvalue
+        assert lb.loc[strategy, "acc_p_vs_reference"] == pytest.approx(p)
+        assert lb.loc[strategy, "acc_vs_reference"] == ("n.s." if p >= 0.05 else "worse")
+    # an explicit reference row
+    lb = write_leaderboard([three_seeds], three_seeds, reference="finetune").set_index("strategy")
+    assert lb.loc["finetune", "acc_vs_reference"] == "reference"
+    with pytest.raises(ValueError, match="no row labelled 'icarl'"):
+        write_leaderboard([three_seeds], three_seeds, reference="icarl")
+
+
+def test_the_binomial_standard_error_on_a_hand_made_matrix(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"after_task": [0, 1], "task0": [0.9, 0.5], "task1": [0.1, 0.8]}).to_csv(run / "matrix.csv",
+                                                                                          index=False)
+    (run / "config.json").write_text(json.dumps({"evaluation": {"samples_per_task": [100, 400]}}))
+    assert binomial_se(run) == pytest.approx(np.sqrt(0.5 * 0.5 / 100 + 0.8 * 0.2 / 400) / 2)
+
+
+def test_the_markdown_table_says_how_to_read_it(three_seeds):
+    lb = write_leaderboard([three_seeds], three_seeds)
+    md = (three_seeds / "leaderboard.md").read_text()
+    assert "95% confidence interval" in md and "ACC ↑" in md and "FORG ↓" in md and "ACC test-set SE" in md
+    table = people_table(lb)
+    assert {"setting", "params", "ACC vs reference"} <= set(table.columns)
+    # one decimal for accuracies, everywhere
+    assert all(re.fullmatch(r"-?\d+\.\d ± \d+\.\d", c) for c in table["ACC ↑"])
+
+
+def test_latex_parses_as_a_booktabs_table(capsys, three_seeds):
+    assert entry(["report", str(three_seeds), "--format", "latex"]) == 0
+    tex = capsys.readouterr().out
+    assert tex == (three_seeds / "leaderboard.tex").read_text() + "\n"
+    body = tex[tex.index(r"\begin{tabular}"):tex.index(r"\end{tabular}")]
+    spec = re.match(r"\\begin\{tabular\}\{([lrc]+)\}", body).group(1)
+    rows = [line for line in body.splitlines() if line.endswith(r"\\")]
+    assert len(rows) == 1 + 3 and r"\toprule" in body and r"\midrule" in body and r"\bottomrule" in tex
+    for line in rows:  # every row has as many cells as the column spec says
+        assert len(re.split(r"(?<!\\)&", line)) == len(spec)
+    outside_math = re.sub(r"\$[^$]*\$", "", body)
+    assert not re.search(r"(?<!\\)[%_#]", outside_math) and "±" not in tex and "↑" not in tex
+    assert r"\% unrecovered" in tex and r"$\pm$" in tex
+
+
+def test_latex_escapes_what_it_must():
+    tex = to_latex(pd.DataFrame({"scenario": ["a_b"], "strategy": ["x&y"], "setting": ["50%"], "params": ["#1"],
+                                 "ACC ↑": ["1.0 ± 0.1"]}))
+    assert r"a\_b" in tex and r"x\&y" in tex and r"50\%" in tex and r"\#1" in tex and r"$\uparrow$" in tex
+
+
+def test_version_and_plain_clbench(capsys):
+    assert entry(["--version"]) == 0
+    assert re.match(r"clbench \d+\.\d+\.\d+", capsys.readouterr().out)
+    assert entry([]) == 0
+    assert "Commands:" in capsys.readouterr().out
+
+
+def test_runs_record_the_code_that_made_them(three_seeds):
+    versions = json.loads((three_seeds / "runs/split-digits/er/seed0/config.json").read_text())["versions"]
+    assert versions["clbench"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if head:  # a checkout (CI clones one): the commit is the checkout's
+        assert versions["commit"] == head and isinstance(versions["dirty"], bool)
+
+
+def test_progress_is_plain_lines_when_stderr_is_a_file(tmp_path):
+    log = tmp_path / "err.log"
+    with log.open("w") as err:
+        done = subprocess.run([sys.executable, "-m", "clbench.cli", "run", "--strategy", "finetune", "--seeds", "0,1",
+                               "--iterations", "3", "--eval-subset", "10", "--jobs", "1", "--no-plots", "--out",
+                               str(tmp_path / "out")], stderr=err, stdout=subprocess.DEVNULL)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text and "\x1b" not in text
+    assert re.search(r"^runs: 2/2 runs \(\d+ s, split-digits finetune seed \d done\)$", text, re.M), text
