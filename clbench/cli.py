@@ -91,14 +91,15 @@ def _executor_options(f):
 def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = None):
     """The experiment ``base`` with the command line's settings applied, every value checked."""
     from clbench.experiment import Experiment, parse_names, parse_params, parse_seeds
+    from scenarios.imports import plugin_names
     from strategies.registry import REGISTRY
 
     changes: dict = {}
     if scenarios_:
         changes["scenarios"] = scenarios_
     if opts.get("strategies_"):
-        changes["strategies"] = parse_names(",".join(_split(opts["strategies_"])), list(REGISTRY), "strategy",
-                                            qualified=True)
+        known = [*REGISTRY, *plugin_names("clbench.strategies")]
+        changes["strategies"] = parse_names(",".join(_split(opts["strategies_"])), known, "strategy", qualified=True)
     if opts.get("seeds") is not None and opts.get("seed") is not None:
         raise InputError("give either --seeds or --seed, not both")
     if opts.get("seeds") is not None:
@@ -178,17 +179,23 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
 @click.option("--force", is_flag=True, help="replace the folder's experiment: its runs, leaderboard and plots are "
               "deleted, then every run is done again")
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
-def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpus_per_run, force, plots, **opts):
+@click.option("--log", "trackers", multiple=True, help="also log each finished run to tensorboard, wandb (offline "
+              "unless WANDB_MODE says otherwise) or mlflow; comma-separated or repeated")
+def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpus_per_run, force, plots, trackers,
+        **opts):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
     """
     from clbench.experiment import Experiment, default_jobs, load_toml, parse_names
+    from clbench.loggers import check_trackers
+    from scenarios.imports import plugin_names
     from scenarios.registry import SCENARIOS
 
+    trackers = check_trackers(_split(trackers))
     base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
-    names = parse_names(",".join(_split(scenarios_)), list(SCENARIOS), "scenario", qualified=True) \
-        if scenarios_ else None
+    known = [*SCENARIOS, *plugin_names("clbench.scenarios")]
+    names = parse_names(",".join(_split(scenarios_)), known, "scenario", qualified=True) if scenarios_ else None
     exp = experiment_from_options(base, opts, names)
     if opts.get("name") is None and not config_path and names:
         exp = dataclasses.replace(exp, name="-".join(names) + (f"-{exp.ordering}" if exp.ordering != "sequential"
@@ -198,7 +205,7 @@ def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpu
         runner = make_executor(executor, exp, jobs, address, cpus_per_run, gpus_per_run, stack)
         jobs = jobs or default_jobs(exp.threads, exp.device)
         counts = run_experiment_and_report(exp, root, force=force, jobs=jobs, quiet=opts["quiet"], plots=plots,
-                                           executor=runner)
+                                           executor=runner, log=trackers)
     if counts["failed"]:
         first = counts["failures"][0]
         raise RunsFailed(f"{counts['failed']} run(s) failed, the rest finished and are in the leaderboard "
@@ -207,12 +214,13 @@ def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpu
 
 
 def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet: bool, plots: bool, executor=None,
-                              extra_columns=None) -> dict:
+                              log: list[str] | None = None) -> dict:
     """Run what is missing of ``exp``, write its leaderboard (and plots), print the table."""
     from clbench.experiment import run_experiment
     from clbench.leaderboard import people_table, to_text, write_leaderboard
 
-    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor)
+    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor,
+                            log=log or [])
     lb = write_leaderboard([root], root)
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
         from clbench.plots import plot_all
@@ -259,11 +267,12 @@ def tune(spaces, samples, search, tune_on, evaluate_on, protocol, select, eval_s
     """
     from clbench.experiment import Experiment, parse_names, parse_seeds
     from clbench.tuning import Tuning, parse_selection, parse_space, rank_table, tune_and_evaluate
+    from scenarios.imports import plugin_names
     from scenarios.registry import SCENARIOS
 
     for name in (tune_on, evaluate_on):
         if name:
-            parse_names(name, list(SCENARIOS), "scenario", qualified=True)
+            parse_names(name, [*SCENARIOS, *plugin_names("clbench.scenarios")], "scenario", qualified=True)
     base = Experiment(strategies=["finetune", "er", "ewc", "gem"])
     exp = experiment_from_options(base, opts)
     t = Tuning(exp, tune_on=tune_on, evaluate_on=evaluate_on, protocol=protocol,

@@ -26,6 +26,7 @@ from clbench import io, progress
 from clbench.catalog import coerce_params, strategy_entry
 from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, is_complete, validated
 from scenarios.errors import InputError
+from scenarios.imports import plugin
 from scenarios.own import scenario_factory
 from scenarios.registry import scenario_spec
 from scenarios.validation import Count, NonNegativeInt
@@ -68,7 +69,7 @@ class Experiment(RunSettings):
         if exp.eval_on == "val" and float(exp.val_fraction) == 0.0:
             raise InputError("--eval-on val needs a validation split: --val-fraction must be > 0")
         for s in exp.scenarios:
-            scenario_factory(s) if ":" in s else scenario_spec(s)
+            scenario_factory(s) if ":" in s or plugin("clbench.scenarios", s) else scenario_spec(s)
         for s in exp.strategies:
             strategy_entry(s)
         for key, values in exp.params.items():
@@ -331,15 +332,17 @@ def check_output(root: Path) -> None:
 
 
 def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: int = 1, show_progress: bool = True,
-                   on_done=None, executor=None) -> dict[str, Any]:
+                   on_done=None, executor=None, log: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Run every missing run of ``exp`` under ``root``. Everything is checked before anything is
     written; a run that fails is recorded in its folder (``error.json``) and the others go on.
     Returns counts of runs done, skipped and failed, and the failures' outcomes.
 
     ``executor(todo)`` (optional) yields an ``Outcome`` per ``(config, out)`` pair; the default is
-    this process (``jobs=1``) or a local process pool."""
-    from clbench import executors
+    this process (``jobs=1``) or a local process pool. ``log`` names trackers (``clbench.loggers``)
+    that each run is logged to as it finishes."""
+    from clbench import executors, loggers
 
+    loggers.check_trackers(list(log))
     exp = exp.validate()
     check_output(root)
     prepare_folder(exp, root, force)
@@ -362,6 +365,8 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
                 continue
             done += 1
             _warn_divergence(outcome.config, outcome.summary)
+            for problem in loggers.log_run(list(log), root, outcome.out):
+                progress.write(f"warning: {problem}")
             if on_done:
                 on_done(outcome.config, outcome.summary)
     except KeyboardInterrupt:

@@ -27,3 +27,24 @@ def import_object(path: str, what: str) -> Any:
         return getattr(module, attr)
     except (ImportError, AttributeError) as e:
         raise InputError(f"cannot import {what} {path!r}: {e}") from None
+
+
+def plugin(group: str, name: str) -> str | None:
+    """The import path an installed package declares for ``name`` in the entry-point ``group``
+    (``clbench.strategies`` or ``clbench.scenarios``), e.g. in its pyproject.toml::
+
+        [project.entry-points."clbench.strategies"]
+        my-strategy = "mypkg.module:MyStrategy"
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            return ep.value
+    return None
+
+
+def plugin_names(group: str) -> list[str]:
+    from importlib.metadata import entry_points
+
+    return [ep.name for ep in entry_points(group=group)]

@@ -18,7 +18,7 @@ import torch
 from scenarios.builders import split
 from scenarios.data import Scenario, TensorData, seeded_generator, stratified_split
 from scenarios.errors import InputError
-from scenarios.imports import import_object
+from scenarios.imports import import_object, plugin
 
 #: how the runner trains on a scenario of your own unless told otherwise (``train=`` or the CLI)
 DEFAULT_TRAIN = {"model": "mlp", "hidden": [400, 400], "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
@@ -104,7 +104,7 @@ def from_datasets(train: Any, test: Any, n_tasks: int, **kwargs) -> Scenario:
 
 def scenario_factory(name: str) -> Callable[..., Scenario]:
     """The function behind ``package.module:function``."""
-    factory = import_object(name, "scenario")
+    factory = import_object(name if ":" in name else (plugin("clbench.scenarios", name) or name), "scenario")
     if not callable(factory):
         raise InputError(f"scenario {name!r} is not a function returning a Scenario")
     return factory

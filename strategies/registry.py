@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scenarios.errors import InputError
-from scenarios.imports import import_object
+from scenarios.imports import import_object, plugin
 from scenarios.validation import validate_keywords
 from strategies.base import Finetune, Strategy
 
@@ -70,6 +71,8 @@ def strategy_entry(name: str) -> StrategyEntry:
     Ray's workers), where a ``register`` call made in the parent process would not."""
     if name not in REGISTRY and ":" in name:
         REGISTRY[name] = _imported(name)
+    elif name not in REGISTRY and (path := plugin("clbench.strategies", name)):  # an installed plugin
+        REGISTRY[name] = dataclasses.replace(_imported(path), name=name)
     if name not in REGISTRY:
         raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(REGISTRY)} "
                          "(or your own as package.module:Class)")

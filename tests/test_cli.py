@@ -2,6 +2,7 @@
 matches the runs; every plot is drawn."""
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -230,3 +231,50 @@ def test_own_data_is_checked_in_one_line(tmp_path):
             from_arrays(*args)
     r = clbench("run", "--scenario", "nowhere:blobs", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "cannot import scenario 'nowhere:blobs'" in r.stderr
+
+
+def test_installed_plugins_name_their_own_strategies_and_scenarios(tmp_path):
+    """A package declaring entry points in the groups clbench.strategies / clbench.scenarios."""
+    (tmp_path / "plugmod.py").write_text(
+        "import numpy as np\nimport scenarios\nfrom strategies import Finetune\n\n"
+        "class Plain(Finetune):\n    '''Finetuning, from a plugin.'''\n\n"
+        "def blobs(seed=0, val_fraction=0.1, **options):\n"
+        "    y = np.repeat(np.arange(4), 20)\n"
+        "    x = np.zeros((80, 6, 6), dtype=np.uint8)\n"
+        "    for c in range(4):\n        x[y == c, c, :] = 250\n"
+        "    return scenarios.from_arrays(x, y, x, y, n_tasks=2, name='blobs', seed=seed, val_fraction=val_fraction)\n")
+    dist = tmp_path / "plugmod-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugmod\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[clbench.strategies]\nplain = plugmod:Plain\n\n"
+                                           "[clbench.scenarios]\nplug-blobs = plugmod:blobs\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "clbench.cli", "run", "--scenario", "plug-blobs", "--strategy",
+                        "plain,er", "--seeds", "0", "--iterations", "3", "--quiet", "--no-plots", "--jobs", "2",
+                        "--out", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lb = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(lb["strategy"]) == ["er", "plain"] and set(lb["scenario"]) == {"blobs"}
+
+
+def test_a_scenario_from_torchvision_datasets_and_an_image_folder(tmp_path):
+    from PIL import Image
+    from torchvision import datasets, transforms
+
+    from scenarios import from_datasets
+
+    for split in ("train", "test"):
+        for c, name in enumerate(["cat", "dog", "eel", "fox"]):
+            (tmp_path / split / name).mkdir(parents=True)
+            for k in range(5):
+                image = Image.fromarray(np.full((7, 7, 3), 40 * c + k, dtype=np.uint8))
+                image.save(tmp_path / split / name / f"{k}.png")
+    folders = [datasets.ImageFolder(str(tmp_path / s), transform=transforms.ToTensor()) for s in ("train", "test")]
+    sc = from_datasets(*folders, n_tasks=2, val_fraction=0.0)
+    assert sc.input_shape == (3, 7, 7) and sc.task_classes == [[0, 1], [2, 3]]
+    assert sc.meta["class_names"] == ["cat", "dog", "eel", "fox"]
+    x, y = sc.tasks[1].test.batch()
+    assert len(y) == 10 and sorted(set(y.tolist())) == [2, 3]
+    raw = sc.tasks[0].train.x
+    assert str(raw.dtype) == "torch.uint8" and int(raw.max()) == 40 + 4  # ToTensor's [0, 1] back to 0-255

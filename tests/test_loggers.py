@@ -1,0 +1,89 @@
+"""Trackers: each finished run's curves, loss and metrics reach TensorBoard, W&B (offline) and
+MLflow (a local folder) with the values of its run folder."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from clbench import loggers
+from clbench.cli import entry
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--strategy", "finetune", "--seeds", "0", "--iterations", "4", "--eval-every", "2", "--eval-subset", "20",
+        "--jobs", "1", "--quiet", "--no-plots"]
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    out = tmp_path_factory.mktemp("logged") / "exp"
+    assert entry(["run", *TINY, "--out", str(out), "--log", "tensorboard,mlflow", "--log", "wandb"]) == 0
+    run = out / "runs/split-digits/finetune/seed0"
+    return out, run, pd.read_csv(run / "curves.csv"), json.loads((run / "summary.json").read_text())
+
+
+def _task0(curves: pd.DataFrame) -> dict[int, float]:
+    t0 = curves[curves["task"] == 0]
+    return dict(zip(t0["iteration"].astype(int), t0["accuracy"].astype(float)))
+
+
+def test_tensorboard_holds_the_runs_curves(logged):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, run, curves, summary = logged
+    events = EventAccumulator(str(out / "tensorboard/split-digits/finetune/seed0")).Reload()
+    got = {e.step: e.value for e in events.Scalars("accuracy/task0")}
+    assert got == pytest.approx(_task0(curves))
+    assert events.Scalars("summary/acc")[0].value == pytest.approx(summary["acc"])
+    assert len(events.Scalars("train/loss")) == summary["iterations"]
+
+
+def test_mlflow_holds_the_runs_curves_params_and_metrics(logged):
+    import mlflow
+
+    out, run, curves, summary = logged
+    client = mlflow.MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    (mlrun,) = client.search_runs([client.get_experiment_by_name(out.name).experiment_id])
+    assert mlrun.info.run_name == "split-digits/finetune/seed0" and mlrun.info.status == "FINISHED"
+    history = {m.step: m.value for m in client.get_metric_history(mlrun.info.run_id, "accuracy.task0")}
+    assert history == pytest.approx(_task0(curves))
+    assert mlrun.data.metrics["summary.acc"] == pytest.approx(summary["acc"])
+    assert mlrun.data.params["run.strategy"] == "finetune" and mlrun.data.params["run.seed"] == "0"
+
+
+def test_wandb_writes_an_offline_run(logged):
+    out, *_ = logged
+    (offline,) = (out / "wandb").glob("offline-run-*")
+    assert next(offline.glob("run-*.wandb")).stat().st_size > 1000
+
+
+def test_wandb_receives_the_runs_values(logged, monkeypatch):
+    """W&B's offline file is only readable by its own service, so the calls are checked here."""
+    import wandb
+
+    out, run, curves, summary = logged
+    calls = {"log": {}, "summary": {}, "init": {}}
+
+    class Run:
+        summary = calls["summary"]
+
+        def log(self, values, step):
+            calls["log"][step] = values
+
+        def finish(self):
+            calls["finished"] = True
+
+    monkeypatch.setattr(wandb, "init", lambda **kw: calls["init"].update(kw) or Run())
+    loggers.log_wandb(out, run)
+    assert {s: v["accuracy/task0"] for s, v in calls["log"].items()} == pytest.approx(_task0(curves))
+    assert calls["summary"]["acc"] == pytest.approx(summary["acc"]) and calls["finished"]
+    assert calls["init"]["mode"] == "offline" and calls["init"]["config"]["run.strategy"] == "finetune"
+
+
+def test_an_unknown_tracker_is_one_line(capsys, tmp_path):
+    assert entry(["run", *TINY, "--out", str(tmp_path / "o"), "--log", "neptune"]) == 2
+    assert "unknown --log 'neptune'; choose from tensorboard, wandb, mlflow" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
