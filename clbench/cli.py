@@ -44,6 +44,9 @@ def _settings_options(f):
         click.option("--n-tasks", type=int, help="number of tasks (split/permuted scenarios)"),
         click.option("--eval-every", type=int, help="evaluate every N iterations [1]"),
         click.option("--eval-subset", help="evaluation samples per task, or 'all' [1000]"),
+        click.option("--eval-schedule", type=click.Choice(["periodic", "adaptive"]),
+                     help="periodic: every --eval-every iterations; adaptive: every iteration while old tasks' "
+                     "accuracy moves, sparse where it does not [periodic]"),
         click.option("--eval-resample/--no-eval-resample", default=None, help="redraw evaluation subsets every time"),
         click.option("--eval-precision", type=click.Choice(["fp32", "bf16"]),
                      help="evaluation forward precision [fp32]; bf16 is ~4x faster, may flip near-ties"),
@@ -129,9 +132,9 @@ def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = Non
             k, v = pair.split("=", 1)
             op[k.strip()] = coerce_value(k, v.strip(), None)
         changes["ordering_params"] = op
-    for key in ("eval_every", "eval_subset", "eval_resample", "eval_precision", "dense_after_switch", "epochs",
-                "iterations", "batch_size", "lr", "model", "memory", "augment", "val_fraction", "eval_on", "threads",
-                "ordering", "orderings", "device", "data_root", "name"):
+    for key in ("eval_every", "eval_subset", "eval_schedule", "eval_resample", "eval_precision", "dense_after_switch",
+                "epochs", "iterations", "batch_size", "lr", "model", "memory", "augment", "val_fraction", "eval_on",
+                "threads", "ordering", "orderings", "device", "data_root", "name"):
         if opts.get(key) is not None:
             changes[key] = opts[key]
     return Experiment.from_mapping({**dataclasses.asdict(base), **changes}, "")

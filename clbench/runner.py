@@ -23,7 +23,7 @@ import scenarios
 from clbench import io, metrics
 from clbench.catalog import coerce_params, is_avalanche, strategy_entry
 from clbench.cost import CostMeter, trainable_parameters
-from clbench.evaluator import Evaluator, Schedule, subset_size
+from clbench.evaluator import AdaptiveSchedule, Evaluator, Schedule, subset_size
 from clbench.provenance import provenance
 from scenarios.errors import InputError
 from scenarios.orderings import make_stream
@@ -83,6 +83,10 @@ class RunSettings:
     epochs: Positive | None = None
     iterations: Count | None = None
     eval_every: Count | None = 1
+    #: "periodic": every ``eval_every`` iterations (plus ``dense_after_switch``); "adaptive": every
+    #: iteration while old tasks' accuracy moves, sparse (``eval_every`` if above 1, else 50) where
+    #: it does not (``evaluator.AdaptiveSchedule``)
+    eval_schedule: Literal["periodic", "adaptive"] = "periodic"
     #: evaluation samples per task, or "all"
     eval_subset: EvalSubset = 1000
     eval_resample: bool = False
@@ -204,7 +208,7 @@ def build_strategy(config: RunConfig, scenario: scenarios.Scenario, device: torc
 
 
 def record(config: RunConfig, scenario: scenarios.Scenario, strategy_config: dict, stream_meta: dict,
-           evaluator: Evaluator) -> dict:
+           evaluator: Evaluator, schedule: dict | None = None) -> dict:
     """config.json: the run as asked and every choice that changes the numbers."""
     return {
         "run": config.to_dict(),
@@ -215,6 +219,7 @@ def record(config: RunConfig, scenario: scenarios.Scenario, strategy_config: dic
         "strategy": strategy_config,
         "stream": stream_meta,
         "evaluation": {"on": config.eval_on, "every": config.eval_every, "subset": config.eval_subset,
+                       "schedule": schedule or {"kind": "periodic"},
                        "subsets": "resampled every evaluation" if config.eval_resample else "fixed, seeded",
                        "dense_after_switch": config.dense_after_switch, "when": "after the update",
                        "precision": config.eval_precision,
@@ -238,6 +243,8 @@ class Trained:
     stream_meta: dict
     #: training FLOPs, memory held, trainable parameters (``clbench.cost``)
     cost: dict
+    #: the evaluation schedule's rule and constants (the adaptive one records its own)
+    schedule: dict = field(default_factory=lambda: {"kind": "periodic"})
 
 
 def make_evaluator(config: RunConfig, scenario: scenarios.Scenario, device) -> Evaluator:
@@ -248,7 +255,14 @@ def make_evaluator(config: RunConfig, scenario: scenarios.Scenario, device) -> E
         raise InputError(str(e)) from None
 
 
-def make_schedule(config: RunConfig, bounds: list[tuple[int, int]]) -> Schedule:
+def make_schedule(config: RunConfig, bounds: list[tuple[int, int]], evaluator: Evaluator) -> Schedule:
+    if config.eval_schedule == "adaptive":
+        sizes = [b - a for a, b in zip(evaluator.offsets, evaluator.offsets[1:])]
+        sparse = config.eval_every if config.eval_every and config.eval_every > 1 else 50
+        # still = within 2.5 samples of the smallest task, so one flipped sample never keeps it dense
+        probe = min(64, min(sizes))
+        return AdaptiveSchedule(bounds, sparse=sparse, band=max(0.01, 2.5 / max(1, min(sizes))), probe_size=probe,
+                                probe_drop=max(0.03, 2.5 / max(1, probe)))
     try:
         return Schedule(bounds, config.eval_every, config.dense_after_switch)
     except ValueError as e:
@@ -265,7 +279,7 @@ def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch
                          views=getattr(strategy, "views", 1), **config.ordering_params)
     evaluator = make_evaluator(config, scenario, device)
     bounds = [(s.start, s.stop) for s in stream.segments]
-    schedule = make_schedule(config, bounds)
+    schedule = make_schedule(config, bounds, evaluator)
     if check_only:
         return None
     meter = CostMeter(bounds)
@@ -282,13 +296,27 @@ def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch
     eval_seconds = 0.0
     phase = -1
 
+    adaptive = isinstance(schedule, AdaptiveSchedule)
+
     def evaluate(n: int, trained: int) -> None:
         nonlocal eval_seconds
         t0 = time.perf_counter()
         ev = evaluator.evaluate(strategy, evaluator.n_tasks if schedule.full(n) else phase + 1, n, trained)
+        if adaptive:  # the schedule decides from what it sees (one host transfer per evaluation)
+            acc = (ev.correct.float() / ev.counts.clamp(min=1).float()).cpu().tolist()
+            schedule.observe(n, acc, list(range(min(len(acc), phase + 1))), trained)
         eval_seconds += time.perf_counter() - t0
         if progress is not None:
             progress(n, n_total, trained, ev)
+
+    def probe(n: int, trained: int) -> None:
+        nonlocal eval_seconds
+        t0 = time.perf_counter()
+        acc = evaluator.probe(strategy, phase + 1, schedule.probe_size)
+        moved = schedule.observe_probe(n, acc, list(range(len(acc))))
+        eval_seconds += time.perf_counter() - t0
+        if moved:  # evaluate where the move was seen, then densely on
+            evaluate(n, trained)
 
     tasks = stream.tasks or scenario.tasks
     strategy.before_stream(scenario)
@@ -306,10 +334,13 @@ def train_clbench(config: RunConfig, scenario: scenarios.Scenario, device: torch
             train_seconds[it] = time.perf_counter() - t0
             if schedule.due(it + 1):
                 evaluate(it + 1, seg.task)
+            elif adaptive and schedule.probe_due(it + 1):
+                probe(it + 1, seg.task)
     loss_values = torch.stack(losses).float().cpu().numpy() if losses else np.zeros(0)
     return Trained(evaluator, loss_values, stream.task_of_iteration.numpy(), train_seconds, eval_seconds,
                    strategy.config(), {**stream.meta, "iterations_total": n_total},
-                   run_cost(meter, strategy.memory_held(), strategy.model, config.strategy + strategy.label_suffix()))
+                   run_cost(meter, strategy.memory_held(), strategy.model, config.strategy + strategy.label_suffix()),
+                   schedule.config() if adaptive else {"kind": "periodic"})
 
 
 def run_cost(meter: CostMeter, held: tuple[int, int], model, label: str) -> dict:
@@ -332,6 +363,10 @@ def _train(config: RunConfig, scenario: scenarios.Scenario, device: torch.device
            check_only: bool = False) -> Trained | None:
     if is_avalanche(config.strategy):
         from clbench.interop.avalanche import train_avalanche
+
+        if config.eval_schedule == "adaptive":
+            raise InputError(f"{config.strategy} trains in Avalanche's loop, which evaluates periodically: "
+                             "--eval-schedule adaptive runs clbench's strategies only")
 
         return train_avalanche(config, scenario, device, progress, check_only=check_only)
     return train_clbench(config, scenario, device, scenario_seed(config), progress, check_only=check_only)
@@ -404,7 +439,8 @@ def _run(config: RunConfig, device: torch.device, out_dir, progress) -> RunResul
     out = None
     if out_dir is not None:
         out = Path(out_dir)
-        rec = record(config, scenario, trained.strategy_config, trained.stream_meta, trained.evaluator)
+        rec = record(config, scenario, trained.strategy_config, trained.stream_meta, trained.evaluator,
+                     trained.schedule)
         rec["cost"] = trained.cost["flop_counting"]
         write_run(out, rec, log, train, summary)
     return RunResult(config, log, summary, out)

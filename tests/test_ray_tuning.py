@@ -125,6 +125,17 @@ def _args(out) -> list[str]:
             "--search", "grid", "--seeds", "0", *TINY, "--out", str(out)]
 
 
+def test_tune_with_ray_tunes_optuna_searcher(capsys, tmp_path, ray_instance):
+    out = tmp_path / "optuna"
+    code, _, err = invoke(capsys, "tune", "--strategy", "ewc", "--space", "ewc.ewc_lambda=loguniform:1:1000",
+                          "--search", "optuna", "--samples", "3", "--seeds", "0", *TINY, "--out", str(out))
+    assert code == 0, err
+    table = pd.read_csv(out / "tuning.csv")
+    assert len(table) == 3 and table["param.ewc_lambda"].between(1, 1000).all()
+    chosen = load_toml(out / "chosen.toml")["params"]["ewc"]["ewc_lambda"]
+    assert chosen == table.loc[table["trial_mean"].idxmax(), "param.ewc_lambda"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--space", "lr=uniform:0.1"], "uniform:LOW:HIGH with finite LOW < HIGH"),
     (["--space", "lr=normal:0:1"], "must look like [strategy.]name=KIND:ARGS"),

@@ -1,0 +1,83 @@
+"""The adaptive evaluation schedule on hand-made accuracy sequences: a dip after a switch is
+followed densely until it recovers, a collapse stops being followed once it is still, a late
+dip inside a task is caught by the probe, and a calm task is evaluated sparsely."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clbench.evaluator import AdaptiveSchedule
+from clbench.runner import RunConfig, run
+
+BOUNDS = [(0, 100), (100, 200)]
+
+
+def drive(accuracy, bounds=BOUNDS, **options) -> list[int]:
+    """Run the schedule as the runner does; ``accuracy(n)`` gives [task 0, task 1] after update n."""
+    s = AdaptiveSchedule(bounds, band=0.01, probe_drop=0.05, **options)
+    evaluated = []
+    s.observe(0, accuracy(0), [0], 0)
+    for start, stop in bounds:
+        task = bounds.index((start, stop))
+        for n in range(start + 1, stop + 1):
+            watched = list(range(task + 1))
+            if s.due(n):
+                evaluated.append(n)
+                s.observe(n, accuracy(n), watched, task)
+            elif s.probe_due(n) and s.observe_probe(n, accuracy(n), watched):
+                evaluated.append(n)
+                s.observe(n, accuracy(n), watched, task)
+    return evaluated
+
+
+def learned(n: int) -> float:
+    """Task 0 learned in 8 updates, then flat."""
+    return min(1.0, 0.2 + 0.1 * n)
+
+
+def test_a_dip_after_a_switch_is_followed_until_it_recovers():
+    def acc(n):
+        t0 = learned(n) if n <= 100 else 1.0 - 0.05 * min(n - 100, 10) + 0.025 * max(0, n - 110)
+        return [min(1.0, t0), min(1.0, 0.1 * max(0, n - 100))]
+
+    ev = set(drive(acc))
+    assert set(range(101, 131)) <= ev  # the dip (to 0.5 at 110) and the recovery (back at 130), every update
+    assert len(ev & set(range(150, 200))) <= 8  # still afterwards: sparse again
+
+
+def test_a_collapse_that_never_recovers_is_not_followed_to_the_end():
+    def acc(n):
+        return [learned(n) if n <= 100 else max(0.0, 1.0 - 0.2 * (n - 100)), min(1.0, 0.1 * max(0, n - 100))]
+
+    ev = set(drive(acc))
+    assert set(range(101, 111)) <= ev and len(ev & set(range(101, 200))) < 50
+
+
+def test_a_late_dip_inside_a_task_is_caught_by_the_probe():
+    dip = {n: 1.0 - 0.06 * (n - 160) if n <= 165 else 0.7 + 0.06 * (n - 165) for n in range(161, 171)}
+
+    def acc(n):
+        t0 = learned(n) if n <= 100 else dip.get(n, 1.0)
+        return [t0, min(1.0, 0.1 * max(0, n - 100))]
+
+    ev = drive(acc)
+    assert 165 in ev  # the bottom of the dip is evaluated
+    assert set(range(161, 166)) & set(ev) and len([n for n in ev if 130 <= n < 160]) < 12
+
+
+def test_a_calm_stream_is_evaluated_sparsely():
+    ev = drive(lambda n: [learned(n), 1.0 if n > 100 else 0.0])
+    assert len(ev) < 70 and {100, 200} <= set(ev)  # task ends are always evaluated
+
+
+def test_adaptive_runs_record_their_rule_and_match_every_iteration_on_er(tmp_path):
+    common = dict(strategy="er", seed=0, iterations=40, eval_subset="all")
+    dense = run(RunConfig(**common)).summary
+    adaptive = run(RunConfig(**common, eval_schedule="adaptive"), tmp_path / "run")
+    assert adaptive.summary["n_evaluations"] < dense["n_evaluations"]
+    for m in ("min_acc", "wc_acc", "gap_depth"):
+        assert abs(adaptive.summary[m] - dense[m]) <= 0.005, m
+    import json
+
+    schedule = json.loads((tmp_path / "run/config.json").read_text())["evaluation"]["schedule"]
+    assert schedule["kind"] == "adaptive" and schedule["sparse"] == 50 and np.isfinite(schedule["band"])
