@@ -58,8 +58,10 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def write_csv(path: str | Path, df: pd.DataFrame) -> None:
-    atomic_write_text(path, df.to_csv(index=False, float_format="%.10g"))
+def write_csv(path: str | Path, df: pd.DataFrame, exact: bool = False) -> None:
+    """10 significant digits (results); ``exact`` writes floats that read back bit for bit (chosen
+    hyperparameters, which name run folders and must not change on the way through a file)."""
+    atomic_write_text(path, df.to_csv(index=False, float_format=None if exact else "%.10g"))
 
 
 def staging_dir(final: Path) -> Path:

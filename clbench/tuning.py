@@ -510,7 +510,7 @@ def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: st
     with executors.ray_session(address):
         for strategy in t.experiment.strategies:
             rows += tune_strategy(t, strategy, root, cpus, gpus, show_progress)
-            io.write_csv(root / "tuning.csv", pd.DataFrame(rows))
+            io.write_csv(root / "tuning.csv", pd.DataFrame(rows), exact=True)
         table = pd.DataFrame(rows)
         chosen = choose(table, t)
         exp = t.phase_experiment("evaluate", chosen)
