@@ -126,8 +126,12 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
             losses = read_result(d / "train.csv", lambda p: pd.read_csv(p)["loss"].to_numpy(dtype=float))
             s.update(diverged_at=metrics.diverged_at(losses), divergence=metrics.DIVERGENCE_RULE)
         s["params"] = json.dumps(s.get("params") or {}, sort_keys=True)
-        run = read_result(d / "config.json", io.read_json).get("run", {})
+        record = read_result(d / "config.json", io.read_json)
+        run = record.get("run", {})
         s["settings"] = json.dumps({k: v for k, v in run.items() if k not in NOT_SETTINGS}, sort_keys=True, default=str)
+        defaults = record.get("scenario", {}).get("train", {})
+        s["own_settings"] = json.dumps({k: run[k] for k in OWN_SETTINGS if k in run and defaults and
+                                        k in defaults and run[k] != defaults[k]}, sort_keys=True)
         s["run_dir"] = str(d)
         s["acc_test_se"] = binomial_se(d)
         rows.append(s)
@@ -160,6 +164,7 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
         row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
         row["n_diverged"] = int(g["diverged_at"].notna().sum()) if "diverged_at" in g else 0
         row["label"] = str(g["label"].iloc[0]) if "label" in g and g["label"].notna().any() else key[2]
+        row["own_settings"] = str(g["own_settings"].iloc[0]) if "own_settings" in g else "{}"
         row["uses_memory"] = bool(g["uses_memory"].fillna(False).astype(bool).any()) if "uses_memory" in g else False
         row["memory_budget"] = g["memory_budget"].dropna().iloc[0] if "memory_budget" in g and \
             g["memory_budget"].notna().any() else None
@@ -326,7 +331,8 @@ def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     if "label" in lb:
         t["strategy"] = lb["label"].fillna(lb["strategy"])
     t["setting"] = lb["setting"] if "setting" in lb else ""
-    t["params"] = [_params_cell(p) for p in lb.get("params", pd.Series("{}", index=lb.index))]
+    t["params"] = [_params_cell(p, own) for p, own in zip(lb.get("params", pd.Series("{}", index=lb.index)),
+                                                            _own_settings(lb))]
     t["runs"] = [_runs_cell(r) for r in lb.itertuples()]
     for m in metrics:
         spread = lb[f"{m}_ci95"] if f"{m}_ci95" in lb else lb[f"{m}_std"]
@@ -351,9 +357,20 @@ def _header(metric: str) -> str:
     return f"{LABELS[metric]} {BETTER[metric]}" if metric in BETTER else LABELS[metric]
 
 
-def _params_cell(params: str) -> str:
-    values = json.loads(params) if isinstance(params, str) and params else {}
+def _params_cell(params: str, own: dict) -> str:
+    values = {**(json.loads(params) if isinstance(params, str) and params else {}), **own}
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "defaults"
+
+
+#: optimiser settings a strategy may have of its own (``Experiment.strategy_settings``)
+OWN_SETTINGS = ("lr", "momentum", "optimizer", "batch_size")
+
+
+def _own_settings(lb: pd.DataFrame) -> list[dict]:
+    """Per row, its optimiser settings that are not the scenario's defaults (a tuned or published lr):
+    shown beside the parameters, since they change the numbers as much."""
+    return [json.loads(v) if isinstance(v, str) and v else {}
+            for v in lb.get("own_settings", pd.Series("", index=lb.index))]
 
 
 def _versus_cell(verdict: str, p: float) -> str:

@@ -96,7 +96,9 @@ def test_tune_chooses_the_best_validation_value_and_evaluates_it(tuned):
     assert config["eval_on"] == "test"
     trial = json.loads(next((out / "tuning/runs/split-digits/ewc").glob("trial-*/seed0/config.json")).read_text())
     assert trial["run"]["eval_on"] == "val"  # the tuning phase never saw test data
-    assert "## Tuning (val)" in (out / "evaluation/leaderboard.md").read_text()
+    md = (out / "evaluation/leaderboard.md").read_text()
+    assert "## Tuning (val)" in md
+    assert f"| lr={best_ewc['param.lr']:g}" in md or f"lr={best_ewc['param.lr']:g} |" in md  # each row's own lr
 
 
 def test_tune_resumes_from_its_run_folders_and_a_finished_one_is_instant(capsys, tmp_path, tuned):
