@@ -191,11 +191,10 @@ def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpu
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
     """
     from clbench.experiment import Experiment, default_jobs, load_toml, parse_names
-    from clbench.loggers import check_trackers
     from scenarios.imports import plugin_names
     from scenarios.registry import SCENARIOS
 
-    trackers = check_trackers(_split(trackers))
+    trackers = _split(trackers)  # checked by run_experiment before anything is written
     base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
     known = [*SCENARIOS, *plugin_names("clbench.scenarios")]
     names = parse_names(",".join(_split(scenarios_)), known, "scenario", qualified=True) if scenarios_ else None

@@ -26,8 +26,7 @@ from clbench import io, progress
 from clbench.catalog import coerce_params, strategy_entry
 from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, is_complete, validated
 from scenarios.errors import InputError
-from scenarios.imports import plugin
-from scenarios.own import scenario_factory
+from scenarios.own import is_own, scenario_factory
 from scenarios.registry import scenario_spec
 from scenarios.validation import Count, NonNegativeInt
 
@@ -69,7 +68,7 @@ class Experiment(RunSettings):
         if exp.eval_on == "val" and float(exp.val_fraction) == 0.0:
             raise InputError("--eval-on val needs a validation split: --val-fraction must be > 0")
         for s in exp.scenarios:
-            scenario_factory(s) if ":" in s or plugin("clbench.scenarios", s) else scenario_spec(s)
+            scenario_factory(s) if is_own(s) else scenario_spec(s)
         for s in exp.strategies:
             strategy_entry(s)
         for key, values in exp.params.items():

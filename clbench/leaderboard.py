@@ -198,6 +198,11 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
     return paired_tests(runs, lb, keys, reference)
 
 
+def _orderings(runs: pd.DataFrame) -> pd.Series:
+    """Each run's ordering seed as text ("None" for the scenario's own), a key part that survives NaN."""
+    return runs.get("ordering_seed", pd.Series(None, index=runs.index, dtype=object)).map(str)
+
+
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95% confidence interval of the mean over seeds (Student's t, n - 1 degrees
     of freedom); NaN with fewer than two values."""
@@ -229,8 +234,7 @@ def paired_tests(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str], referenc
     lb = lb.assign(reference="", acc_p_vs_reference=np.nan, acc_vs_reference="")
     if runs.empty or "acc" not in runs:
         return lb
-    runs = runs.assign(_pair=runs["seed"].map(str) + "/" + runs.get(
-        "ordering_seed", pd.Series(None, index=runs.index, dtype=object)).map(str))
+    runs = runs.assign(_pair=runs["seed"].map(str) + "/" + _orderings(runs))
     per_row = {key: g.set_index("_pair")["acc"] for key, g in runs.groupby(keys, sort=False)}
     for scenario, g in lb.groupby("scenario", sort=False):
         healthy = g[(g["n_diverged"] == 0) & g["acc_mean"].notna()]
@@ -432,9 +436,7 @@ def check_merge(runs: pd.DataFrame, roots: list[Path], allow_different: bool) ->
     into one row unless asked (``allow_different``: they then stay separate, labelled rows)."""
     if runs.empty or len(roots) < 2:
         return
-    runs = runs.assign(root=[_root_of(Path(d), roots) for d in runs["run_dir"]],
-                       ordering_seed=runs.get("ordering_seed", pd.Series(None, index=runs.index,
-                                                                         dtype=object)).map(str))
+    runs = runs.assign(root=[_root_of(Path(d), roots) for d in runs["run_dir"]], ordering_seed=_orderings(runs))
     twice = runs[runs.duplicated(RUN_KEY, keep=False)]
     if len(twice):
         r = twice.iloc[0]

@@ -16,12 +16,10 @@ from matplotlib.figure import Figure
 from clbench import io, metrics
 from clbench.leaderboard import read_curves, read_result, read_summary, run_folders
 
-#: strategies (by plotted name) whose training ignores the stream's boundaries (offline joint)
-_NO_BOUNDARIES: set[str] = set()
 
-
-def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
-    """{(scenario, strategy): {run folder name (seed<k>[-order<o>]): curves}}; a strategy with a
+def _load(roots: list[Path]) -> tuple[dict[tuple[str, str], dict[str, pd.DataFrame]], set[str]]:
+    """{(scenario, strategy): {run folder name (seed<k>[-order<o>]): curves}}, and the plotted names
+    of strategies whose training ignores the stream's boundaries (offline joint); a strategy with a
     diverged run is named "<strategy> (k DIVERGED)" in every plot, as in the leaderboard."""
     out: dict[tuple[str, str], dict[str, pd.DataFrame]] = {}
     diverged: dict[tuple[str, str], int] = {}
@@ -34,8 +32,7 @@ def _load(roots: list[Path]) -> dict[tuple[str, str], dict[str, pd.DataFrame]]:
         if not read_result(d / "config.json", io.read_json).get("strategy", {}).get("task_boundaries", True):
             free.add((scenario, strategy))
     named = {(sc, st): f"{st} ({diverged[sc, st]} DIVERGED)" if diverged[sc, st] else st for sc, st in out}
-    _NO_BOUNDARIES.update(named[k] for k in free)
-    return {(sc, named[sc, st]): runs for (sc, st), runs in out.items()}
+    return {(sc, named[sc, st]): runs for (sc, st), runs in out.items()}, {named[k] for k in free}
 
 
 def seen_mean(log: pd.DataFrame, old_only: bool = False) -> pd.Series:
@@ -77,14 +74,14 @@ def _legend(ax, **kw) -> None:
 
 
 def plot_all(roots: list[Path], out: Path) -> list[Path]:
-    data = _load(roots)  # every file read (and a corrupt one refused) before anything is written
+    data, free = _load(roots)  # every file read (and a corrupt one refused) before anything is written
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for scenario in dict.fromkeys(k[0] for k in data):
         runs = {st: seeds for (sc, st), seeds in data.items() if sc == scenario}
-        files += [_mean_accuracy(scenario, runs, out), _gap_zoom(scenario, runs, out), _matrices(scenario, runs, out),
-                  _bars(scenario, runs, out)]
-        files += [_per_task(scenario, st, seeds, out) for st, seeds in runs.items()]
+        files += [_mean_accuracy(scenario, runs, out), _gap_zoom(scenario, runs, out, free),
+                  _matrices(scenario, runs, out), _bars(scenario, runs, out)]
+        files += [_per_task(scenario, st, seeds, out, st in free) for st, seeds in runs.items()]
     return files
 
 
@@ -115,11 +112,10 @@ def _mean_accuracy(scenario, runs, out) -> Path:
     return _save(fig, out / f"{scenario}_mean_accuracy.png")
 
 
-def _per_task(scenario, strategy, seeds, out) -> Path:
+def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
     fig, ax = _figure(figsize=(11, 5))
     logs = list(seeds.values())
     first = logs[0]
-    free = strategy in _NO_BOUNDARIES
     for task in sorted(first["task"].unique()):
         per_seed = []
         for log in logs:
@@ -150,7 +146,7 @@ def _per_task(scenario, strategy, seeds, out) -> Path:
     return _save(fig, out / f"{scenario}_tasks_{strategy.split(' ')[0]}.png")
 
 
-def _gap_zoom(scenario, runs, out) -> Path:
+def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
     first = next(iter(next(iter(runs.values())).values()))
     bounds = boundaries(first)
     task_len = (first["iteration"].max() / max(1, len(bounds) + 1))
@@ -159,7 +155,7 @@ def _gap_zoom(scenario, runs, out) -> Path:
     fig, axes = _figure(1, n, figsize=(3.2 * n + 2, 3.8), sharey=True, squeeze=False)
     without = []
     for strategy, seeds in runs.items():
-        if strategy in _NO_BOUNDARIES or not boundaries(next(iter(seeds.values()))):
+        if strategy in free or not boundaries(next(iter(seeds.values()))):
             without.append(strategy)  # no boundary, no gap: left out rather than drawn as one
             continue
         for k, b in enumerate(bounds):

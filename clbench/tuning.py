@@ -243,10 +243,9 @@ class Tuning:
         params = {k: dict(v) for k, v in exp.params.items()}
         settings: dict[str, dict[str, Any]] = {}
         for s, values in (chosen or {}).items():
-            own = {k: v for k, v in values.items() if k not in PER_STRATEGY_SETTINGS}
+            own, mine = split_values(values)
             if own:
                 params[s] = {**params.get(s, {}), **own}
-            mine = {k: v for k, v in values.items() if k in PER_STRATEGY_SETTINGS}
             if mine:
                 settings[s] = mine
         return dataclasses.replace(exp, scenarios=[self.evaluate_on], eval_on="test", seeds=list(self.eval_seeds),
@@ -277,6 +276,12 @@ def _same_configuration(a: RunConfig, b: RunConfig) -> None:
 
 # ---------------------------------------------------------------- trials
 
+def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Searched values as (strategy parameters, the strategy's own optimiser settings)."""
+    return ({k: v for k, v in values.items() if k not in PER_STRATEGY_SETTINGS},
+            {k: v for k, v in values.items() if k in PER_STRATEGY_SETTINGS})
+
+
 def trial_key(strategy: str, values: dict[str, Any]) -> str:
     """The folder name of a trial: its values, hashed (the same values always map to one folder)."""
     return "trial-" + hashlib.sha1(to_json({"strategy": strategy, **values}).encode()).hexdigest()[:10]
@@ -284,8 +289,7 @@ def trial_key(strategy: str, values: dict[str, Any]) -> str:
 
 def trial_configs(exp: Experiment, strategy: str, values: dict[str, Any]) -> list[RunConfig]:
     """The runs of one trial: ``strategy`` with ``values`` on the tuning phase's scenario, each tuning seed."""
-    own = {k: v for k, v in values.items() if k not in PER_STRATEGY_SETTINGS}
-    mine = {k: v for k, v in values.items() if k in PER_STRATEGY_SETTINGS}
+    own, mine = split_values(values)
     exp = dataclasses.replace(exp, strategies=[strategy], params={
         **exp.params, strategy: {**exp.params.get(strategy, {}), **own}},
         strategy_settings={strategy: mine} if mine else {})

@@ -102,6 +102,13 @@ def from_datasets(train: Any, test: Any, n_tasks: int, **kwargs) -> Scenario:
     return from_arrays(*arrays(train, "training"), *arrays(test, "test"), n_tasks, **kwargs)
 
 
+def is_own(name: str) -> bool:
+    """Whether ``name`` is a scenario of your own: an import path or an installed plugin's name."""
+    from scenarios.registry import SCENARIOS
+
+    return name not in SCENARIOS and (":" in name or plugin("clbench.scenarios", name) is not None)
+
+
 def scenario_factory(name: str) -> Callable[..., Scenario]:
     """The function behind ``package.module:function``."""
     factory = import_object(name if ":" in name else (plugin("clbench.scenarios", name) or name), "scenario")

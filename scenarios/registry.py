@@ -16,7 +16,6 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create
 from scenarios.builders import permuted, rotated, split
 from scenarios.data import Scenario, Setting, seeded_generator, stratified_split
 from scenarios.errors import InputError
-from scenarios.imports import plugin
 from scenarios.sources import dataset_info, load_dataset
 from scenarios.validation import Count, Finite, describe
 
@@ -124,9 +123,9 @@ def build(name: str, seed: int = 0, *, root: str | Path | None = None, download:
     the tasks' validation data and are never trained on; 0 keeps all of them for training.
 
     ``package.module:function`` builds a scenario of your own (``scenarios.own``)."""
-    if name not in SCENARIOS and (":" in name or plugin("clbench.scenarios", name)):
-        from scenarios.own import build_own
+    from scenarios.own import build_own, is_own
 
+    if is_own(name):
         return build_own(name, seed, val_fraction, **overrides)
     spec = scenario_spec(name)
     overrides = check_options(name, overrides)

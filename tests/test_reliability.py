@@ -281,7 +281,7 @@ def test_a_diverged_run_is_marked_everywhere_and_ranks_last(capsys, tmp_path):
     assert "1 (1 DIVERGED)" in text
     md = (tmp_path / "merged" / "leaderboard.md").read_text()
     assert "DIVERGED" in md and "ranks last" in md
-    names = [k[1] for k in _load([out2])]
+    names = [k[1] for k in _load([out2])[0]]
     assert all(n.endswith("(1 DIVERGED)") for n in names)
 
 
