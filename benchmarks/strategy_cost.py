@@ -3,6 +3,11 @@
 Evaluation is off except at task ends (not counted); the time includes each strategy's own work
 (replay batches, EWC's Fisher at task ends, GEM's memory gradients and QP, NMC's features).
 
+Beside the time it prints each strategy's training FLOPs relative to finetune (what the method
+computes: ER trains on twice the rows, GEM takes gradients over its whole memory every step) and
+the time per FLOP relative to finetune's: 1.0 means the strategy costs exactly its arithmetic, so
+anything above it is overhead of the implementation rather than of the method.
+
     python benchmarks/strategy_cost.py [--scenario split-fmnist] [--iterations 100] [--strategies ...]
 """
 
@@ -30,16 +35,19 @@ def main() -> None:
                 threads=args.threads)
     run(RunConfig(strategy="finetune", **base))  # warm-up
     ms: dict[str, float] = {}
+    flops: dict[str, float] = {}
     for _ in range(args.repeats):  # interleaved rounds, so a slow spell of the machine hits every strategy
         for name in names:
             s = run(RunConfig(strategy=name, **base)).summary
             ms[name] = min(ms.get(name, float("inf")), 1000 * s["train_seconds"] / s["iterations"])
-    ref = ms.get("finetune") or next(iter(ms.values()))
+            flops[name] = s["train_flops"]
+    ref = "finetune" if "finetune" in ms else names[0]
     print(f"scenario {args.scenario}, {args.iterations} iterations per task, device {args.device}, "
           f"threads {args.threads}, best of {args.repeats}")
-    print(f"{'strategy':<14} {'ms/iteration':>12} {'x finetune':>11}")
+    print(f"{'strategy':<14} {'ms/iteration':>12} {'x finetune':>11} {'FLOPs x ft':>11} {'time/FLOP x ft':>15}")
     for name, v in ms.items():
-        print(f"{name:<14} {v:12.2f} {v / ref:11.2f}")
+        work = flops[name] / flops[ref] if flops[ref] and flops[name] else float("nan")
+        print(f"{name:<14} {v:12.2f} {v / ms[ref]:11.2f} {work:11.2f} {v / ms[ref] / work:15.2f}")
 
 
 if __name__ == "__main__":

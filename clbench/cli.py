@@ -137,6 +137,11 @@ def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = Non
                 "threads", "ordering", "orderings", "device", "data_root", "name"):
         if opts.get(key) is not None:
             changes[key] = opts[key]
+    # a task's length is epochs or iterations: the one given here replaces the other of a preset or file
+    if opts.get("iterations") is not None and opts.get("epochs") is None:
+        changes["epochs"] = None
+    if opts.get("epochs") is not None and opts.get("iterations") is None:
+        changes["iterations"] = None
     return Experiment.from_mapping({**dataclasses.asdict(base), **changes}, "")
 
 
@@ -170,6 +175,8 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
 @click.option("--orderings", type=int, help="repeat over K seeded orderings (class order + stream); "
               "the leaderboard gains the spread across them")
 @click.option("--config", "config_path", type=click.Path(), help="experiment.toml describing the experiment")
+@click.option("--preset", "preset_name", help="a paper's settings by name (clbench list presets); other options "
+              "override them")
 @click.option("--name", help="experiment name (folder under results/)")
 @click.option("--out", type=click.Path(), help="experiment folder [results/<name>]")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
@@ -184,22 +191,37 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
 @click.option("--log", "trackers", multiple=True, help="also log each finished run to tensorboard, wandb (offline "
               "unless WANDB_MODE says otherwise) or mlflow; comma-separated or repeated")
-def run(scenarios_, config_path, out, executor, jobs, address, cpus_per_run, gpus_per_run, force, plots, trackers,
-        **opts):
+def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus_per_run, gpus_per_run, force, plots,
+        trackers, **opts):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
     """
-    from clbench.experiment import Experiment, default_jobs, load_toml, parse_names
+    from clbench.processes import default_jobs, start_worker_server
+
+    if executor == "local" and jobs != 1:  # its imports overlap ours (torch) and the experiment's checks
+        start_worker_server()
+    from clbench.experiment import Experiment, load_toml, parse_names
     from scenarios.imports import plugin_names
     from scenarios.registry import SCENARIOS
 
     trackers = _split(trackers)  # checked by run_experiment before anything is written
-    base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
+    if preset_name and config_path:
+        raise click.UsageError("give --preset or --config, not both (options override either)")
+    if preset_name:
+        from clbench import presets
+
+        preset = presets.load(preset_name)
+        base = Experiment.from_mapping(preset.experiment, f"preset {preset_name}")
+        why = presets.missing_data(preset, opts.get("data_root"))
+        if why:
+            raise InputError(why)
+    else:
+        base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
     known = [*SCENARIOS, *plugin_names("clbench.scenarios")]
     names = parse_names(",".join(_split(scenarios_)), known, "scenario", qualified=True) if scenarios_ else None
     exp = experiment_from_options(base, opts, names)
-    if opts.get("name") is None and not config_path and names:
+    if opts.get("name") is None and not config_path and not preset_name and names:
         exp = dataclasses.replace(exp, name="-".join(names) + (f"-{exp.ordering}" if exp.ordering != "sequential"
                                                                else ""))
     root = Path(out) if out else Path("results") / exp.name
@@ -226,8 +248,9 @@ def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet:
     lb = write_leaderboard([root], root)
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
         from clbench.plots import plot_all
+        from clbench.processes import usable_cores
 
-        plot_all([root], root / "plots")
+        plot_all([root], root / "plots", jobs=usable_cores())
     if not lb.empty:
         click.echo(to_text(people_table(lb)))
     click.echo(f"\n{counts['done']} run(s) done, {counts['skipped']} already complete; results in {root}/ "
@@ -354,19 +377,23 @@ def plot(dirs, out):
     """Redraw the plots of one or more experiments."""
     from clbench.leaderboard import run_folders
     from clbench.plots import plot_all
+    from clbench.processes import usable_cores
 
     roots = [Path(d) for d in dirs]
     if not run_folders(roots):
         raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
-    files = plot_all(roots, Path(out) if out else roots[0] / "plots")
+    files = plot_all(roots, Path(out) if out else roots[0] / "plots", jobs=usable_cores())
     click.echo("\n".join(str(f) for f in files))
 
 
 @cli.command(name="list")
-@click.argument("what", type=click.Choice(["scenarios", "strategies", "metrics", "orderings"]))
+@click.argument("what", type=click.Choice(["scenarios", "strategies", "metrics", "orderings", "presets"]))
 def list_(what):
-    """List scenarios (with data availability), strategies (with parameters), metrics or orderings."""
-    if what == "scenarios":
+    """List scenarios (with data availability), strategies (with parameters), metrics, orderings or
+    presets (the papers' settings, with the data they need and the numbers they should reproduce)."""
+    if what == "presets":
+        _list_presets()
+    elif what == "scenarios":
         from scenarios.registry import list_scenarios
 
         rows = list_scenarios()
@@ -397,6 +424,24 @@ def list_(what):
         for name in ORDERINGS:
             p = ", ".join(f"{k}={v}" for k, v in ordering_params(name).items())
             click.echo(f"{name:<12} {p or '(no parameters)'}")
+
+
+def _list_presets() -> None:
+    from clbench import presets
+
+    for name in presets.names():
+        p = presets.load(name)
+        why = presets.missing_data(p)
+        exp = p.experiment
+        click.echo(f"{name}\n  paper:     {p.paper}" + (f" (code: {p.code})" if p.code else ""))
+        click.echo(f"  runs:      {', '.join(exp['scenarios'])} x {', '.join(exp['strategies'])}, "
+                   f"seeds {', '.join(map(str, exp.get('seeds', [0, 1, 2])))}")
+        click.echo(f"  data:      {p.data} [{'here' if why is None else 'missing'}]")
+        for row in p.published:
+            click.echo(f"  published: {row.strategy} {row.metric} {100 * row.value:.2f} on {row.scenario} "
+                       f"({row.source}{'; ' + row.note if row.note else ''})")
+        if not p.published:
+            click.echo("  published: none for these settings")
 
 
 def entry(argv: list[str] | None = None) -> int:

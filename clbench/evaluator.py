@@ -121,8 +121,8 @@ class Evaluator:
                 preds = []
                 for s in range(0, n_rows, self.chunk_size):
                     sl = slice(s, min(s + self.chunk_size, n_rows))
-                    xb = inputs[sl] if rows is None else inputs[rows[sl]]
-                    tb = self.task[sl] if rows is None else self.task[rows[sl]]
+                    xb = inputs[sl] if rows is None else inputs.index_select(0, rows[sl])
+                    tb = self.task[sl] if rows is None else self.task.index_select(0, rows[sl])
                     preds.append(predict(xb, tb).argmax(1))
                 y = self.y[:stop] if rows is None else self.y[rows]
                 t = self.task[:stop] if rows is None else self.task[rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -21,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from clbench import io
+from clbench.io import ERROR_FILE
+from clbench.processes import worker_context
 from clbench.runner import RunConfig, run
 from scenarios.errors import InputError
-
-#: the file a failed run leaves in its (otherwise empty, hence incomplete) run folder
-ERROR_FILE = "error.json"
 
 
 @dataclass
@@ -86,10 +86,26 @@ def serial(todo: list[tuple[RunConfig, Path]], progress_for: Callable[[RunConfig
 Todo = list[tuple[RunConfig, Path]]
 
 
+def start_pool(jobs: int):
+    """A pool of ``jobs`` worker processes (see ``process_pool``), forked from the fork server that
+    holds torch and the runner already imported (``processes.worker_context``)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(jobs, mp_context=worker_context(), initializer=_worker_start)
+
+
+def stop_pool(pool) -> None:
+    """End a pool's workers now, whatever they are doing."""
+    for p in list((getattr(pool, "_processes", None) or {}).values()):
+        p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def process_pool(todo: Todo, jobs: int) -> Iterator[Outcome]:
-    """Runs in ``jobs`` spawned processes. Workers ignore SIGINT (the parent decides), exit when
-    their parent dies (SIGKILL included: a watchdog thread notices the re-parenting), and are
-    terminated if the parent is interrupted, so nothing is left running.
+    """Runs in ``jobs`` worker processes. Workers ignore SIGINT (the parent decides), exit when
+    the parent dies (SIGKILL included: the fork server they come from ends with it, and a watchdog
+    thread notices the re-parenting), and are terminated if the parent is interrupted, so nothing
+    is left running.
 
     A worker that dies breaks a ``concurrent.futures`` pool and every run in it; the runs that were
     in flight are then retried one at a time, each alone in a fresh process, so the one that killed
@@ -106,12 +122,10 @@ def process_pool(todo: Todo, jobs: int) -> Iterator[Outcome]:
 def _pool_round(todo: Todo, jobs: int):
     """Run ``todo`` in one pool, keeping at most ``jobs`` runs submitted, so that when a worker dies
     the runs in flight (the suspects) are known exactly. Returns (in flight at a death, not started)."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_start, initargs=(os.getpid(),))
+    pool = start_pool(jobs)
     waiting, running = list(todo), {}
     try:
         while waiting or running:
@@ -130,22 +144,24 @@ def _pool_round(todo: Todo, jobs: int):
                 del running[f]
                 yield outcome
     except BaseException:
-        for p in list((getattr(pool, "_processes", None) or {}).values()):
-            p.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop_pool(pool)
         raise
     pool.shutdown(wait=True)
     return [], []
 
 
-def _worker_start(parent: int) -> None:
+def _worker_start() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="orphan-guard").start()
+    # the process that asked for this worker (not the fork server it was forked from, which lives
+    # as long as any worker does): its end of the pipe closes when it dies, SIGKILL included
+    sentinel = multiprocessing.parent_process().sentinel
+    threading.Thread(target=_exit_with_parent, args=(sentinel,), daemon=True, name="orphan-guard").start()
 
 
-def _exit_with_parent(parent: int, every: float = 0.5) -> None:
-    while os.getppid() == parent:
-        time.sleep(every)
+def _exit_with_parent(sentinel: int) -> None:
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
     os._exit(1)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import os
 import re
 import shutil
 import time
@@ -24,7 +23,8 @@ from pydantic import AfterValidator, Field
 
 from clbench import io, progress
 from clbench.catalog import coerce_params, strategy_entry
-from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, is_complete, validated
+from clbench.io import is_complete
+from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, validated
 from scenarios.errors import InputError
 from scenarios.own import is_own, scenario_factory
 from scenarios.registry import scenario_spec
@@ -54,6 +54,9 @@ class Experiment(RunSettings):
     #: run every (scenario, strategy, seed) over this many seeded orderings (class order + stream);
     #: with more than one, the class order defaults to "seed"
     orderings: Count = 1
+    #: the paper preset this experiment started from (``clbench.presets``): its published numbers
+    #: stand beside ours in ``leaderboard.md``
+    preset: str | None = None
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], what: str = "experiment") -> Experiment:
@@ -294,20 +297,6 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
 
 def _union(a: list, b: list) -> list:
     return list(dict.fromkeys([*a, *b]))
-
-
-def default_jobs(threads: int, device: str = "cpu") -> int:
-    """As many parallel runs as fit the CPU cores this process may use, ``threads`` each: the
-    numbers are the same for any count (each run fixes its threads), only the wall time changes.
-    On a GPU one run at a time: parallel processes would each hold a CUDA context and share one
-    device without running faster."""
-    if not device.startswith("cpu"):
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, threads))
 
 
 class Interrupted(KeyboardInterrupt):

@@ -13,6 +13,15 @@ from typing import Any
 
 import pandas as pd
 
+#: what a complete run folder holds (``runner.write_run`` writes them all, then renames the folder)
+RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.json")
+#: the file a failed run leaves in its (otherwise empty, hence incomplete) run folder
+ERROR_FILE = "error.json"
+
+
+def is_complete(run_dir: Path) -> bool:
+    return all((run_dir / f).is_file() for f in RUN_FILES)
+
 
 def _umask() -> int:
     mask = os.umask(0o022)

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 
 from clbench import io, metrics
-from clbench.executors import ERROR_FILE
-from clbench.runner import is_complete
+from clbench.io import ERROR_FILE, is_complete
 from scenarios.errors import InputError
 
 METRICS = ["acc", "acc_test_se", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
@@ -206,12 +205,28 @@ def _orderings(runs: pd.DataFrame) -> pd.Series:
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95% confidence interval of the mean over seeds (Student's t, n - 1 degrees
     of freedom); NaN with fewer than two values."""
-    from scipy import stats
+    from scipy.special import stdtrit  # scipy.special, not scipy.stats: a second less to import
 
     n = len(values)
     if n < 2:
         return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    return float(stdtrit(n - 1, 0.975) * values.std(ddof=1) / np.sqrt(n))
+
+
+def paired_t_pvalue(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value of the paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``'s,
+    from the t distribution's CDF): t = mean(d) / (std(d) / sqrt(n)), d = a - b, n - 1 degrees of
+    freedom; 1 when the pairs are equal, 0 when they differ by a constant."""
+    from scipy.special import stdtr
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if np.allclose(d, 0):
+        return 1.0
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return 0.0
+    t = d.mean() / (sd / np.sqrt(len(d)))
+    return float(2 * stdtr(len(d) - 1, -abs(t)))
 
 
 def _keeps_everything(rows: pd.DataFrame) -> pd.Series:
@@ -226,11 +241,9 @@ def paired_tests(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str], referenc
                  ) -> pd.DataFrame:
     """Per scenario, each row's ACC against a reference row (the best healthy row among the methods,
     i.e. leaving out rows that keep all their data such as joint training; or the row labelled
-    ``reference``), paired by seed and ordering: a paired t-test (scipy.stats.ttest_rel)
+    ``reference``), paired by seed and ordering: a paired t-test (``paired_t_pvalue``)
     over the seeds both rows ran. ``acc_vs_reference`` says ``reference``, ``n.s.`` (p >= ALPHA:
     not significantly different), ``better`` or ``worse``; ``n/a`` with fewer than two pairs."""
-    from scipy import stats
-
     lb = lb.assign(reference="", acc_p_vs_reference=np.nan, acc_vs_reference="")
     if runs.empty or "acc" not in runs:
         return lb
@@ -258,7 +271,7 @@ def paired_tests(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str], referenc
                 lb.loc[i, "acc_vs_reference"] = "n/a"
                 continue
             diff = both.iloc[:, 0] - both.iloc[:, 1]
-            p = 1.0 if np.allclose(diff, 0) else float(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
+            p = paired_t_pvalue(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy())
             lb.loc[i, "acc_p_vs_reference"] = p
             lb.loc[i, "acc_vs_reference"] = "n.s." if p >= ALPHA else ("better" if diff.mean() > 0 else "worse")
     return lb
@@ -479,14 +492,72 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, all
             f"point, not the reference row); n.s. = not significantly different at p < {ALPHA}. "
             "ACC/BWT/FORG from the accuracy matrix; "
             "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023). Cost beside "
-            "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted by torch's FlopCounterMode on sampled "
-            "steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, MB), "
-            "trainable parameters, wall seconds per run.\n\n")
+            "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted with torch.utils.flop_counter's formulas on "
+            "sampled steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, "
+            "MB), trainable parameters, wall seconds per run.\n\n")
     fairness = fairness_notes(lb) + reliability_notes(lb, failed)
-    body = to_markdown(people_table(lb))
-    io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + body +
+    table, sources = with_published(people_table(lb), lb, experiment_presets(roots))
+    body = to_markdown(table)
+    io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + body + sources +
                          ("\n" + "\n".join(f"- {n}" for n in fairness) + "\n" if fairness else ""))
     return lb
+
+
+def _published_value(p) -> str:
+    """A published number as the table shows ours: accuracies in percent with one decimal."""
+    return f"{100 * p.value:.1f}" if p.metric in ACCURACY_LIKE else f"{p.value:.3g}"
+
+
+def experiment_presets(roots: list[Path]) -> list[str]:
+    """The presets the experiments under ``roots`` were started from (``experiment.toml``)."""
+    import tomllib
+
+    names = []
+    for root in roots:
+        path = Path(root) / "experiment.toml"
+        try:
+            name = tomllib.loads(path.read_text()).get("preset") if path.is_file() else None
+        except (OSError, tomllib.TOMLDecodeError):
+            name = None
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def with_published(table: pd.DataFrame, lb: pd.DataFrame, preset_names: list[str]) -> tuple[pd.DataFrame, str]:
+    """The people table with, for each metric a preset publishes, the paper's value and our
+    distance from it in standard deviations of our seeds, ``(ours - paper) / std`` (rows without a
+    published value: an empty cell), and the sources as a paragraph."""
+    from clbench import presets
+
+    published = {}
+    for name in preset_names:
+        published.update(presets.published_for(name))
+    if not published:
+        return table, ""
+    table = table.copy()
+    labels = lb["label"].fillna(lb["strategy"]) if "label" in lb else lb["strategy"]
+    used = []
+    for metric in dict.fromkeys(m for _, _, m in published):
+        paper, dist = [], []
+        for scenario, label, strategy, (_, row) in zip(lb["scenario"], labels, lb["strategy"], lb.iterrows()):
+            p = published.get((scenario, label, metric)) or published.get((scenario, strategy, metric))
+            if p is None:
+                paper.append("")
+                dist.append("")
+                continue
+            used.append(p)
+            mean, std = row.get(f"{metric}_mean", np.nan), row.get(f"{metric}_std", np.nan)
+            paper.append(_published_value(p))
+            dist.append(f"{(mean - p.value) / std:+.1f}" if std and np.isfinite(std) and std > 0 else "n/a (1 seed)")
+        name = LABELS.get(metric, metric)
+        table[f"{name} published"] = paper
+        table[f"{name}: ours - published (our std)"] = dist
+    lines = [f"- {p.strategy} on {p.scenario}, {LABELS.get(p.metric, p.metric)} {_published_value(p)}: {p.source}"
+             + (f" ({p.note})" if p.note else "") for p in dict.fromkeys(used)]
+    text = (f"\nPublished numbers from preset {', '.join(preset_names)} (clbench list presets); the distance is in "
+            "standard deviations of our seeds, so |distance| < 2 is within our spread:\n\n" + "\n".join(lines) + "\n")
+    return table, text if lines else ""
 
 
 def reliability_notes(lb: pd.DataFrame, failed: pd.DataFrame) -> list[str]:

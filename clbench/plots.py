@@ -73,16 +73,31 @@ def _legend(ax, **kw) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0, **kw)
 
 
-def plot_all(roots: list[Path], out: Path) -> list[Path]:
+def plot_all(roots: list[Path], out: Path, jobs: int = 1) -> list[Path]:
+    """Every plot of the experiments under ``roots``, into ``out``. With ``jobs`` > 1 the figures are
+    drawn in that many worker processes (rendering is most of a default run's plotting time, and
+    figures are independent); the files are the same either way."""
     data, free = _load(roots)  # every file read (and a corrupt one refused) before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    files = []
+    drawings = []  # (function, arguments), the costliest first so that parallel drawing ends together
     for scenario in dict.fromkeys(k[0] for k in data):
         runs = {st: seeds for (sc, st), seeds in data.items() if sc == scenario}
-        files += [_mean_accuracy(scenario, runs, out), _gap_zoom(scenario, runs, out, free),
-                  _matrices(scenario, runs, out), _bars(scenario, runs, out)]
-        files += [_per_task(scenario, st, seeds, out, st in free) for st, seeds in runs.items()]
-    return files
+        drawings += [(_matrices, (scenario, runs, out)), (_mean_accuracy, (scenario, runs, out)),
+                     (_gap_zoom, (scenario, runs, out, free)), (_bars, (scenario, runs, out))]
+        drawings += [(_per_task, (scenario, st, seeds, out, st in free)) for st, seeds in runs.items()]
+    if jobs <= 1 or len(drawings) <= 1:
+        return [_draw(d) for d in drawings]
+    from concurrent.futures import ProcessPoolExecutor
+
+    from clbench.processes import worker_context
+
+    with ProcessPoolExecutor(min(jobs, len(drawings)), mp_context=worker_context()) as pool:
+        return list(pool.map(_draw, drawings))
+
+
+def _draw(drawing) -> Path:
+    draw, args = drawing
+    return draw(*args)
 
 
 def _band(series: list[pd.Series]):

@@ -36,7 +36,8 @@ import tomllib
 from clbench import io
 from clbench.catalog import strategy_entry
 from clbench.experiment import PER_STRATEGY_SETTINGS, Experiment, run_dir, to_toml
-from clbench.runner import RunConfig, RunSettings, build_scenario, is_complete, run, validated
+from clbench.io import is_complete
+from clbench.runner import RunConfig, RunSettings, build_scenario, run, validated
 from scenarios.errors import InputError
 from strategies.registry import coerce_params
 

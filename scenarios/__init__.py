@@ -4,19 +4,38 @@ Importable on its own (it never imports ``clbench``)::
 
     import scenarios
     sc = scenarios.build("split-digits", seed=0)
+
+The names below are imported on first use (PEP 562), so ``from scenarios.errors import
+InputError`` does not import torch: reports and plots read run folders without it.
 """
 
-from scenarios.builders import permuted, resolve_class_order, rotated, split
-from scenarios.data import SETTINGS, Scenario, Task, TensorData
-from scenarios.errors import InputError
-from scenarios.own import from_arrays, from_datasets
-from scenarios.registry import SCENARIOS, build, list_scenarios, scenario_spec
-from scenarios.sources import DATASETS, load_dataset
-from scenarios.stream import Segment, Stream, sequential
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS", "SCENARIOS", "SETTINGS", "InputError", "Scenario", "Task", "TensorData", "build", "from_arrays",
-    "from_datasets",
-    "list_scenarios", "load_dataset", "permuted", "resolve_class_order", "rotated", "scenario_spec", "split",
-    "Segment", "Stream", "sequential",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "permuted": "builders", "resolve_class_order": "builders", "rotated": "builders", "split": "builders",
+    "SETTINGS": "data", "Scenario": "data", "Task": "data", "TensorData": "data",
+    "InputError": "errors",
+    "from_arrays": "own", "from_datasets": "own",
+    "SCENARIOS": "registry", "build": "registry", "list_scenarios": "registry", "scenario_spec": "registry",
+    "DATASETS": "sources", "load_dataset": "sources",
+    "Segment": "stream", "Stream": "stream", "sequential": "stream",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scenarios' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"scenarios.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

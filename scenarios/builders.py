@@ -105,12 +105,14 @@ def _permute(data: TensorData, perm: torch.Tensor) -> TensorData:
 
 def permuted(dataset, n_tasks: int, seed: int = 0, *, first_task_identity: bool = False, name: str = "permuted",
              setting: str = "domain-il", task_order=None, meta: dict | None = None,
-             val: TensorData | None = None) -> Scenario:
+             val: TensorData | None = None, train_per_task: int | None = None) -> Scenario:
     """Permuted-MNIST style tasks: one seeded pixel permutation per task (the same for every channel).
 
     By default every task is permuted (the Avalanche and GEM convention); ``first_task_identity``
     keeps task 1 unpermuted (Continuum's). In ``class-il`` task *t* gets its own copy of the
-    classes (labels offset by t * C), the "incremental class" variant.
+    classes (labels offset by t * C), the "incremental class" variant. ``train_per_task`` keeps a
+    seeded random subset of that many training samples in each task (GEM's ``samples_per_task``,
+    1,000 in Lopez-Paz & Ranzato 2017: a random draw per task, in the data's order).
     """
     _check_setting(setting)
     train, test, class_names = dataset
@@ -121,6 +123,9 @@ def permuted(dataset, n_tasks: int, seed: int = 0, *, first_task_identity: bool 
     for t in range(n_tasks):
         offset = t * c if setting == "class-il" else 0
         tr, te = _permute(train, perms[t]), _permute(test, perms[t])
+        if train_per_task is not None and train_per_task < len(tr):
+            g = seeded_generator(seed, "train-per-task", t)
+            tr = tr.subset(torch.randperm(len(tr), generator=g)[:train_per_task].sort().values)
         va = None if val is None else _permute(val, perms[t])
         if offset:
             tr, te = tr.with_labels(tr.y + offset), te.with_labels(te.y + offset)

@@ -57,8 +57,8 @@ class TensorData:
 
     def batch(self, idx: torch.Tensor | None = None, device: str | torch.device = "cpu"):
         """Float, normalised ``(x, y)`` for the given indices (all samples when ``idx`` is None)."""
-        x = self.x if idx is None else self.x[idx]
-        y = self.y if idx is None else self.y[idx]
+        x = self.x if idx is None else self.x.index_select(0, idx)
+        y = self.y if idx is None else self.y.index_select(0, idx)
         return self.normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
 
 

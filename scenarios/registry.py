@@ -38,7 +38,7 @@ class ScenarioSpec:
 
 _MLP_SMALL = {"model": "mlp", "hidden": [400, 400], "optimizer": "sgd", "momentum": 0.9, "augment": "none"}
 _SPLIT_OPTS = ("n_tasks", "class_order", "setting", "task_order")
-_PERM_OPTS = ("n_tasks", "setting", "task_order", "first_task_identity")
+_PERM_OPTS = ("n_tasks", "setting", "task_order", "first_task_identity", "train_per_task")
 
 SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in [
     ScenarioSpec("split-digits", "digits", "split", "class-il", {"n_tasks": 5},
@@ -67,6 +67,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in [
                  {"model": "resnet18-slim", "optimizer": "sgd", "momentum": 0.9, "batch_size": 32, "epochs": 1,
                   "lr": 0.03, "memory": 2000, "augment": "weak"},
                  "10 tasks of 10 classes (n_tasks=20 gives GEM's 20x5), reduced ResNet-18 (nf=20)", _SPLIT_OPTS),
+    ScenarioSpec("split-cifar10", "cifar10", "split", "class-il", {"n_tasks": 5},
+                 {"model": "resnet18-slim", "optimizer": "sgd", "momentum": 0.0, "batch_size": 32, "epochs": 1,
+                  "lr": 0.1, "memory": 200, "augment": "weak"},
+                 "5 tasks of 2 classes (Mammoth's S-CIFAR-10: SGD 0.1, batch 32; they train 50 epochs)", _SPLIT_OPTS),
 ]}
 
 
@@ -83,6 +87,7 @@ Order = Annotated[Any, BeforeValidator(_order)]
 #: means for a given dataset (a class order holding every class once) the builders check
 OPTION_TYPES: dict[str, Any] = {
     "n_tasks": Count, "class_order": Order, "task_order": Order, "setting": Setting, "first_task_identity": bool,
+    "train_per_task": Count,
     "angles": Annotated[list[Finite], Field(min_length=1)],
 }
 _OPTIONS = create_model("scenario_options", __config__=ConfigDict(extra="forbid"),

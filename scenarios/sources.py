@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scenarios.data import TensorData
+from scenarios.data import TensorData, stratified_split
 from scenarios.errors import InputError
 from scenarios.readers import read_cifar_pickle, read_idx
 
@@ -59,28 +59,43 @@ class DatasetInfo:
 
     def available(self, root: str | Path | None = None) -> bool:
         """True when the files are here (nothing is read beyond locating them)."""
+        return self.missing(root) is None
+
+    def missing(self, root: str | Path | None = None) -> str | None:
+        """None when the files are here, else one line saying which files to put where."""
         try:
             _locate(self.name, root)
-            return True
-        except InputError:
-            return False
+            return None
+        except InputError as e:
+            return str(e)
 
 
 # ---------------------------------------------------------------- digits (offline default)
 
-def load_digits(root=None, download=False):
-    """scikit-learn's 8x8 digits: 1,797 images shipped inside scikit-learn, a fixed stratified 80/20 split."""
-    from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
+def digits_file() -> Path:
+    """The digits CSV inside the installed scikit-learn, located without importing scikit-learn
+    (its import costs more than a second per process, most of a short run's start)."""
+    import importlib.util
 
-    d = sk_digits()
-    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    y = d.target.astype(np.int64)
-    idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
-    mean = float(x[idx_tr].mean() / 255.0)
-    std = float(x[idx_tr].std() / 255.0)
-    make = lambda i: TensorData(torch.from_numpy(x[np.sort(i)]), torch.from_numpy(y[np.sort(i)]), (mean,), (std,))  # noqa: E731
-    return make(idx_tr), make(idx_te), [str(c) for c in range(10)]
+    spec = importlib.util.find_spec("sklearn")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(folders[0] if folders else "") / "datasets" / "data" / "digits.csv.gz"
+    if not folders or not path.is_file():
+        raise InputError("the digits ship inside scikit-learn, which is not installed: pip install scikit-learn")
+    return path
+
+
+def load_digits(root=None, download=False):
+    """scikit-learn's 8x8 digits: 1,797 images shipped inside scikit-learn (pixel values 0-16, rescaled
+    to 0-255), a fixed stratified 80/20 split (``stratified_split`` with seed 0)."""
+    data = np.loadtxt(digits_file(), delimiter=",", dtype=np.float64)
+    x = torch.from_numpy(np.rint(data[:, :-1] * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 1, 8, 8))
+    y = torch.from_numpy(data[:, -1].astype(np.int64))
+    train, test = stratified_split(TensorData(x, y), 0.2, torch.Generator().manual_seed(0))
+    mean = float(train.x.float().mean() / 255.0)
+    std = float(train.x.float().std(unbiased=False) / 255.0)
+    with_stats = lambda d: TensorData(d.x, d.y, (mean,), (std,))  # noqa: E731
+    return with_stats(train), with_stats(test), [str(c) for c in range(10)]
 
 
 # ---------------------------------------------------------------- MNIST / Fashion-MNIST (IDX)
@@ -140,38 +155,73 @@ def load_fashion_mnist(root=None, download=False):
 
 # ---------------------------------------------------------------- CIFAR-100 (python pickles)
 
-def _find_cifar_dir(root) -> Path | None:
+@dataclass(frozen=True)
+class CifarLayout:
+    """Where the official python version keeps a CIFAR dataset and what its pickles call things."""
+
+    folder: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    labels: str
+    names: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+CIFAR = {
+    "cifar100": CifarLayout("cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names",
+                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "cifar10": CifarLayout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                           "batches.meta", "labels", "label_names", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+
+def _find_cifar_dir(name: str, root) -> Path | None:
+    layout = CIFAR[name]
     for r in candidate_roots(root):
-        for d in (r / "cifar-100-python", r):
-            if all((d / f).is_file() for f in ("train", "test", "meta")):
+        for d in (r / layout.folder, r):
+            if all((d / f).is_file() for f in (*layout.train, layout.test, layout.meta)):
                 return d
     return None
 
 
-def load_cifar100(root=None, download=False):
-    """CIFAR-100 from the official python pickles (``cifar-100-python/{train,test,meta}``), fine labels."""
-    d = _find_cifar_dir(root)
+def _load_cifar(name: str, root, download: bool):
+    """A CIFAR dataset from the official python pickles (CIFAR-100: fine labels)."""
+    layout = CIFAR[name]
+    d = _find_cifar_dir(name, root)
     if d is None and download:
         import torchvision
 
         target = Path(root) if root is not None else default_cache()
-        torchvision.datasets.CIFAR100(str(target), train=True, download=True)
-        d = _find_cifar_dir(target)
+        getattr(torchvision.datasets, name.upper())(str(target), train=True, download=True)
+        d = _find_cifar_dir(name, target)
     if d is None:
-        raise InputError(_missing_message("cifar100", root))
-    meta = read_cifar_pickle(d / "meta", ("fine_label_names",))
+        raise InputError(_missing_message(name, root))
+    meta = read_cifar_pickle(d / layout.meta, (layout.names,))
     out = []
-    for split in ("train", "test"):
-        p = read_cifar_pickle(d / split, ("data", "fine_labels"))
-        data = np.asarray(p["data"], dtype=np.uint8)
-        labels = np.asarray(p["fine_labels"], dtype=np.int64)
+    for files in (layout.train, (layout.test,)):
+        parts = [read_cifar_pickle(d / f, ("data", layout.labels)) for f in files]
+        data = np.concatenate([np.asarray(p["data"], dtype=np.uint8) for p in parts])
+        labels = np.concatenate([np.asarray(p[layout.labels], dtype=np.int64) for p in parts])
         if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-            raise InputError(f"{d / split} is not a CIFAR-100 pickle: data has shape {data.shape}, "
+            raise InputError(f"{d / files[0]} is not a {name.upper()} pickle: data has shape {data.shape}, "
                              f"{len(labels)} labels (expected N x 3072 and N labels)")
         out.append(TensorData(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels),
-                              (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)))
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta["fine_label_names"]]
+                              layout.mean, layout.std))
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[layout.names]]
     return out[0], out[1], names
+
+
+def load_cifar100(root=None, download=False):
+    """CIFAR-100 from the official python pickles (``cifar-100-python/{train,test,meta}``), fine labels."""
+    return _load_cifar("cifar100", root, download)
+
+
+def load_cifar10(root=None, download=False):
+    """CIFAR-10 from the official python pickles (``cifar-10-batches-py/data_batch_1..5, test_batch,
+    batches.meta``)."""
+    return _load_cifar("cifar10", root, download)
 
 
 # ---------------------------------------------------------------- registry of datasets
@@ -186,8 +236,10 @@ def _missing_message(name: str, root) -> str:
         return ("MNIST is not here: put the four IDX files (train-images-idx3-ubyte[.gz], "
                 f"train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) {where} "
                 "(or MNIST/raw/ below it, the torchvision layout), or allow a download where a network exists")
-    return (f"CIFAR-100 is not here: put the folder cifar-100-python/ (files train, test, meta from the "
-            f"official python version) {where}, or allow a download where a network exists")
+    layout = CIFAR[name]
+    return (f"{name.upper().replace('CIFAR', 'CIFAR-')} is not here: put the folder {layout.folder}/ (files "
+            f"{', '.join((*layout.train, layout.test, layout.meta))} from the official python version) {where}, "
+            "or allow a download where a network exists")
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -196,6 +248,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, (1, 28, 28), load_fashion_mnist,
                                  "apt-get install dataset-fashion-mnist"),
     "cifar100": DatasetInfo("cifar100", 100, (3, 32, 32), load_cifar100, "cifar-100-python pickles"),
+    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), load_cifar10, "cifar-10-batches-py pickles"),
 }
 
 
@@ -208,7 +261,7 @@ def dataset_info(name: str) -> DatasetInfo:
 def _locate(name: str, root) -> Path | None:
     if name == "digits":
         return None
-    found = _find_cifar_dir(root) if name == "cifar100" else _find_idx_dir(name, root)
+    found = _find_cifar_dir(name, root) if name in CIFAR else _find_idx_dir(name, root)
     if found is None:
         raise InputError(_missing_message(name, root))
     return found

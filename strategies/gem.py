@@ -66,10 +66,16 @@ class GEM(Strategy):
                  memory_strength: NonNegative = 0.5, **common):
         super().__init__(model, optimizer, **common)
         self.patterns_per_task, self.memory_strength = patterns_per_task, memory_strength
+        #: each ended task's memory (x, y, task ids), frozen at the task's first end
         self.memory: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        #: tasks not ended yet: their recent batches' samples, trimmed lazily (``_remember``)
+        self._pending: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        #: the concatenated memory of the past tasks in use (it changes only when a task ends)
+        self._joined: tuple[tuple[int, ...], tuple[torch.Tensor, ...]] | None = None
         self.n_projections = 0
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._linears: list[nn.Linear] | None = None
+        self._offsets: dict[int, tuple[int, int]] | None = None
 
     @classmethod
     def memory_params(cls, budget, n_tasks):
@@ -80,29 +86,30 @@ class GEM(Strategy):
         return {"patterns_per_task": per_task}
 
     def memory_held(self):
-        held = [t for m in self.memory.values() for t in m]
-        return (sum(len(m[1]) for m in self.memory.values()),
-                sum(t.element_size() * t.nelement() for t in held))
+        """The frozen memories and what tasks that have not ended would keep now."""
+        held = [*self.memory.values(), *(self._recent(k) for k in self._pending)]
+        return (sum(len(m[1]) for m in held),
+                sum(t.element_size() * t.nelement() for m in held for t in m))
 
     def _flat_grad(self) -> torch.Tensor:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self._params])
 
     def _set_grad(self, flat: torch.Tensor) -> None:
         offset = 0
-        for p in self._params:
+        for p in self._params:  # views of ``flat``, a fresh tensor: no copies
             n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
+            p.grad = flat[offset:offset + n].view_as(p)
             offset += n
 
     def memory_gradients(self, past: list[int]) -> torch.Tensor:
         """One flat gradient row per past task: each task's mean loss on its memory. Models made of
         Linear layers (MLPs) get all rows from one forward over the whole memory and one backward
-        pass (``_linear_memory_gradients``); other models loop over the tasks."""
+        pass (``_linear_gradients``); other models loop over the tasks."""
         linears = self._linear_layers()
         if linears is not None:
-            rows = self._linear_memory_gradients(past, linears)
-            if rows is not None:
-                return rows
+            out = self._linear_gradients(None, None, None, past, linears)
+            if out is not None:
+                return out[2]
         return self._looped_memory_gradients(past)
 
     def _looped_memory_gradients(self, past: list[int]) -> torch.Tensor:
@@ -121,60 +128,106 @@ class GEM(Strategy):
             self._linears = linear_layers(self.model) or []
         return self._linears or None
 
-    def _linear_memory_gradients(self, past: list[int], linears: list[nn.Linear]) -> torch.Tensor | None:
-        """The gradient of sample n's loss w.r.t. a Linear layer is delta_n a_n^T, so each task's
-        gradient is delta[task]^T a[task]: one forward over the concatenated memory, one backward
-        to the layers' outputs (per-sample deltas), then one matmul per task and layer."""
-        parts = [self.memory[k] for k in past]
-        mx, my, mt = (torch.cat(a) for a in zip(*parts))
-        sizes = [len(p[1]) for p in parts]
+    def _slots(self) -> dict[int, tuple[int, int]]:
+        """Where each parameter lies in the flat gradient: ``id(p) -> (offset, numel)``."""
+        if self._offsets is None:
+            sizes = [p.numel() for p in self._params]
+            starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+            self._offsets = {id(p): (int(o), n) for p, o, n in zip(self._params, starts, sizes)}
+        return self._offsets
+
+    def _linear_gradients(self, x, y, task_ids, past: list[int], linears: list[nn.Linear]):
+        """``(loss, g, G)``: the current batch's loss and flat gradient (None without a batch) and
+        one flat gradient row per past task, from one forward over the batch and the concatenated
+        memory and one backward pass to the layers' outputs. The gradient of row n's loss w.r.t. a
+        Linear layer is delta_n a_n^T, so a group of rows (the batch, a task's memory) has the
+        gradient delta[group]^T a[group]: one matmul per group and layer, written straight into
+        ``g`` and ``G``. None when a layer sees more than one vector per sample."""
+        mx, my, mt = self._joined_memory(past)
+        sizes = [len(self.memory[k][1]) for k in past]
+        n = 0 if x is None else len(y)
+        rows = mx if x is None else torch.cat([self.augment_inputs(x), mx])
         with recorded_io(linears) as (inputs, outputs):
-            logits = self.logits(mx, mt)
+            logits = self.logits(rows, mt if x is None else torch.cat([task_ids, mt]))
         if any(inputs[m].dim() != 2 for m in linears):
             return None
-        weights = torch.cat([torch.full((n,), 1.0 / n, device=my.device) for n in sizes])
-        loss = (F.cross_entropy(logits, my, reduction="none") * weights).sum()
-        deltas = torch.autograd.grad(loss, [outputs[m] for m in linears])
-        grads: dict[int, list[torch.Tensor]] = {}
+        weights = torch.cat([torch.full((k,), 1.0 / k, device=my.device) for k in sizes])
+        total = (F.cross_entropy(logits[n:], my, reduction="none") * weights).sum()
+        loss = self.batch_loss(logits[:n], y) if n else None
+        # each row's loss depends on its own row alone, so one backward of the sum gives every
+        # group's own deltas
+        deltas = torch.autograd.grad(total if loss is None else loss + total, [outputs[m] for m in linears])
+        groups = np.concatenate([[0, n], n + np.cumsum(sizes)]).tolist()
+        n_params = sum(k for _, k in self._slots().values())
+        flat = logits.new_empty(len(groups) - 1, n_params)  # row 0: the batch, then one row per task
         for m, d in zip(linears, deltas):
             a = inputs[m]
-            dk, ak = d.split(sizes), a.split(sizes)
-            grads[id(m.weight)] = [dt.T @ at for dt, at in zip(dk, ak)]
-            if m.bias is not None:
-                grads[id(m.bias)] = [dt.sum(0) for dt in dk]
-        return torch.stack([torch.cat([grads[id(p)][k].reshape(-1) for p in self._params])
-                            for k in range(len(past))])
+            for j, (lo, hi) in enumerate(zip(groups, groups[1:])):
+                if hi == lo:
+                    continue
+                o, k = self._slots()[id(m.weight)]
+                torch.mm(d[lo:hi].T, a[lo:hi], out=flat[j, o:o + k].view_as(m.weight))
+                if m.bias is not None:
+                    o, k = self._slots()[id(m.bias)]
+                    torch.sum(d[lo:hi], 0, out=flat[j, o:o + k])
+        return loss, (flat[0] if n else None), flat[1:]
+
+    def _joined_memory(self, past: list[int]) -> tuple[torch.Tensor, ...]:
+        """The memories of ``past`` concatenated, kept until the list changes (at a task's end),
+        not copied again at every step."""
+        if self._joined is None or self._joined[0] != tuple(past):
+            parts = [self.memory[k] for k in past]
+            self._joined = (tuple(past), tuple(torch.cat(a) for a in zip(*parts)))
+        return self._joined[1]
 
     def observe(self, x, y, task_ids=None):
         if task_ids is None:
             task_ids = torch.full_like(y, self.current_task or 0)
         self.model.train()
         past = [k for k in self.memory if k in self.consolidated and k != self.current_task]
-        Gm = self.memory_gradients(past) if past else None
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.batch_loss(self.logits(self.augment_inputs(x), task_ids), y)
-        loss.backward()
+        linears = self._linear_layers() if past else None
+        both = self._linear_gradients(x, y, task_ids, past, linears) if linears is not None else None
+        if both is not None:  # the batch's gradient and the memory's, in one pass (MLPs)
+            loss, g, Gm = both
+        else:
+            Gm = self.memory_gradients(past) if past else None
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.batch_loss(self.logits(self.augment_inputs(x), task_ids), y)
+            loss.backward()
+            g = self._flat_grad() if Gm is not None else None
         if Gm is not None:
-            g = self._flat_grad()
             if bool((Gm @ g < 0).any()):
-                self._set_grad(project_gradient(g, Gm, self.memory_strength))
+                g = project_gradient(g, Gm, self.memory_strength)
                 self.n_projections += 1
+            self._set_grad(g)
         self.optimizer.step()
         self._remember(x, y, task_ids)
         return loss.detach()
 
     def _remember(self, x, y, t) -> None:
         """Keep the most recent ``patterns_per_task`` samples of each task in the batch (raw, not
-        augmented), until the task first ends."""
+        augmented), until the task first ends. Batches are kept as they come and dropped from the
+        front once the later ones hold enough: no copy of the memory at every step."""
         for k in t.unique().tolist():
             if k in self.consolidated:
                 continue
             sel = t == k
-            new = (x[sel].detach(), y[sel].detach(), t[sel].detach())
-            old = self.memory.get(k)
-            if old is not None:
-                new = tuple(torch.cat([o, n]) for o, n in zip(old, new))
-            self.memory[k] = tuple(v[-self.patterns_per_task:] for v in new)
+            chunks = self._pending.setdefault(k, [])
+            chunks.append((x[sel].detach(), y[sel].detach(), t[sel].detach()))
+            held = sum(len(c[1]) for c in chunks)
+            while held - len(chunks[0][1]) >= self.patterns_per_task:
+                held -= len(chunks.pop(0)[1])
+
+    def _recent(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Task ``k``'s most recent ``patterns_per_task`` samples so far."""
+        return tuple(torch.cat(a)[-self.patterns_per_task:] for a in zip(*self._pending[k]))
+
+    def after_task(self, task) -> None:
+        """Freezes the task's memory at its first end (samples of a task seen only later, as in a
+        fuzzy stream's mixed batches, stay pending until that task ends)."""
+        if self.first_end(task) and task.id in self._pending:
+            self.memory[task.id] = self._recent(task.id)
+            del self._pending[task.id]
 
     def config(self):
         return {**super().config(), "patterns_per_task": self.patterns_per_task,

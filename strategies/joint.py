@@ -65,8 +65,9 @@ class Joint(Strategy):
         if self._x is None:
             raise InputError("joint training needs before_task (or before_stream for offline mode) first")
         idx = self._next_indices(len(y))
-        tid = self._t[idx]
-        return F.cross_entropy(self.logits(self.augment_inputs(self._norm(self._x[idx])), tid), self._y[idx])
+        tid = self._t.index_select(0, idx)
+        x = self._norm(self._x.index_select(0, idx))
+        return F.cross_entropy(self.logits(self.augment_inputs(x), tid), self._y.index_select(0, idx))
 
     def memory_held(self):
         """Joint training keeps every sample it has met: the reference point, not a budgeted method."""

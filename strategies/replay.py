@@ -101,7 +101,7 @@ class ReplayBuffer:
         """``n`` samples without replacement (all of them if the memory holds fewer)."""
         x, y, t = self.tensors()
         idx = torch.randperm(len(y), generator=self.g)[:n].to(y.device)
-        return x[idx], y[idx], t[idx]
+        return x.index_select(0, idx), y.index_select(0, idx), t.index_select(0, idx)
 
     def nbytes(self) -> int:
         if not len(self):

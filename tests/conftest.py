@@ -27,6 +27,25 @@ def make_idx_dataset(folder, n_train=60, n_test=30, side=28, gz=True, seed=0):
     return out
 
 
+def make_cifar10(folder, per_batch=20, n_test=30, seed=0):
+    """The official python layout: five training batches, a test batch, batches.meta."""
+    rng = np.random.default_rng(seed)
+    d = folder / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+    out = {"train": ([], []), "test": ([], [])}
+    for name, n, split in [*((f"data_batch_{i}", per_batch, "train") for i in range(1, 6)),
+                           ("test_batch", n_test, "test")]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        with open(d / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+        out[split][0].append(data)
+        out[split][1].extend(labels)
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"k{i}".encode() for i in range(10)]}, f)
+    return {k: (np.concatenate(v[0]), v[1]) for k, v in out.items()}
+
+
 def make_cifar100(folder, n_train=200, n_test=100, seed=0):
     rng = np.random.default_rng(seed)
     d = folder / "cifar-100-python"

@@ -41,7 +41,7 @@ def test_avalanche_strategy_through_the_clbench_runner(tmp_path):
                         epochs=1), tmp_path / "r")
     s = res.summary
     assert s["iterations"] == 44 and s["n_evaluations"] == 1 + 44 // 5 + 5  # start, every 5th, 5 task ends
-    assert 0.1 < s["acc"] < 0.5 and s["bwt"] < -0.5  # EWC in class-IL forgets, like finetune
+    assert 0.1 < s["acc"] < 0.5 and s["bwt"] < -0.3  # EWC in class-IL forgets, like finetune
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["strategy"]["library"] == "avalanche-lib 0.6.0" and cfg["strategy"]["ewc_lambda"] == 10
 

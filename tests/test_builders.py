@@ -96,3 +96,18 @@ def test_registry_errors():
 def test_scenario_slicing():
     sc = scenarios.build("split-digits")
     assert len(sc[:2].tasks) == 2 and sc[:2].n_classes == 10
+
+
+def test_train_per_task_keeps_a_seeded_subset_of_each_permuted_task():
+    """GEM's protocol: 1,000 random training samples per task (here 7 of 40), a different draw per
+    task, the same for the same seed; the test data stays whole."""
+    data = synthetic_dataset(4, per_class=10)
+    sc = permuted(data, 3, seed=0, train_per_task=7)
+    assert [len(t.train) for t in sc.tasks] == [7, 7, 7] and [len(t.test) for t in sc.tasks] == [len(data[1])] * 3
+    again = permuted(data, 3, seed=0, train_per_task=7)
+    assert all(torch.equal(a.train.x, b.train.x) for a, b in zip(sc.tasks, again.tasks))
+    whole = permuted(data, 3, seed=0)
+    kept = [{bytes(r) for r in t.train.x.flatten(1).numpy()} for t in sc.tasks]
+    assert all(k <= {bytes(r) for r in w.train.x.flatten(1).numpy()} for k, w in zip(kept, whole.tasks))
+    assert permuted(data, 3, seed=1, train_per_task=7).tasks[0].train.y.tolist() != sc.tasks[0].train.y.tolist() \
+        or not torch.equal(permuted(data, 3, seed=1, train_per_task=7).tasks[0].train.x, sc.tasks[0].train.x)

@@ -89,6 +89,28 @@ def test_flops_are_counted_and_include_each_strategys_extra_passes():
     assert flops["er"]["memory_bytes"] == 200 * (64 * 4 + 8 + 8)  # float32 images, int64 label and task
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_lean_flop_count_equals_torchs_flop_counter(model):
+    """``FlopCount`` drops FlopCounterMode's per-module breakdown, not a single FLOP: the same total
+    for a training step (forward and backward) and for EWC's Fisher."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from clbench.cost import FlopCount
+
+    sc = scenarios.build("split-digits", seed=0)
+    ewc = create("ewc", build_model(model, sc.input_shape, 10, **({"hidden": [32]} if model == "mlp" else {})),
+                 n_classes=10)
+    x, y = sc.tasks[0].train.batch(torch.arange(200), torch.device("cpu"))
+    ewc.before_task(sc.tasks[0])
+    totals = []
+    for counter in (FlopCounterMode(display=False), FlopCount()):
+        with counter:
+            ewc.observe(x, y, torch.zeros_like(y))
+            ewc.compute_fisher(sc.tasks[0])
+        totals.append(counter.get_total_flops() if isinstance(counter, FlopCounterMode) else counter.total)
+    assert totals[0] == totals[1] > 0
+
+
 def test_ewc_reports_its_penalty_memory_and_fisher_flops():
     s = run(RunConfig(strategy="ewc", **FAST)).summary
     f = run(RunConfig(strategy="finetune", **FAST)).summary

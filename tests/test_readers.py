@@ -5,8 +5,8 @@ import pytest
 
 from scenarios import InputError, load_dataset
 from scenarios.readers import read_idx, write_idx
-from scenarios.sources import load_cifar100, load_fashion_mnist, load_mnist
-from tests.conftest import make_cifar100, make_idx_dataset
+from scenarios.sources import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
+from tests.conftest import make_cifar10, make_cifar100, make_idx_dataset
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -76,6 +76,22 @@ def test_cifar100_pickles(tmp_path):
     assert train.y.tolist() == arrays["train"][1]
 
 
+def test_cifar10_pickles_and_the_split_cifar10_scenario(tmp_path):
+    """Five training batches concatenated in order; the scenario is 5 tasks of 2 classes; a folder
+    without the batches says which files to put where."""
+    import scenarios
+
+    arrays = make_cifar10(tmp_path)
+    train, test, names = load_cifar10(root=tmp_path)
+    assert train.x.shape == (100, 3, 32, 32) and len(test) == 30 and names[7] == "k7"
+    np.testing.assert_array_equal(train.x.reshape(100, -1).numpy(), arrays["train"][0])
+    assert train.y.tolist() == arrays["train"][1]
+    sc = scenarios.build("split-cifar10", root=tmp_path, val_fraction=0.0)
+    assert [t.classes for t in sc.tasks] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    with pytest.raises(InputError, match="cifar-10-batches-py/ .files data_batch_1, .*test_batch, batches.meta"):
+        load_cifar10(root=tmp_path / "nowhere")
+
+
 def test_cifar100_pickle_without_keys_is_a_clear_error(tmp_path):
     import pickle
 
@@ -84,3 +100,23 @@ def test_cifar100_pickle_without_keys_is_a_clear_error(tmp_path):
         pickle.dump({b"data": np.zeros((2, 3072), np.uint8)}, f)
     with pytest.raises(InputError, match="lacks the key"):
         load_cifar100(root=tmp_path)
+
+
+def test_digits_come_from_scikit_learns_file_without_importing_it():
+    """1,797 images, 20% of every class held out for test, the same split every time; and no
+    scikit-learn import (a second and more per process, most of a short run's start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from scenarios.sources import load_digits; tr, te, names = load_digits(); "
+            "print(len(tr), len(te), int(tr.x.max()), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1438", "359", "255", "False"]
+    from scenarios.sources import load_digits
+
+    train, test, names = load_digits()
+    again = load_digits()[1]
+    assert np.array_equal(test.x.numpy(), again.x.numpy()) and names == [str(c) for c in range(10)]
+    for c in range(10):
+        n_test, n_train = int((test.y == c).sum()), int((train.y == c).sum())
+        assert n_test == round(0.2 * (n_test + n_train))

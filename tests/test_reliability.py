@@ -255,6 +255,12 @@ def test_the_divergence_rule_on_hand_made_losses():
     assert diverged_at(blowup) == 25  # half the window is huge: its median (the middle pair's mean) is
     spike = np.r_[np.full(20, 2.3), [1e9], np.full(20, 2.3)]
     assert diverged_at(spike) is None  # one spike is not divergence
+    # a first task learnt within the first window, then a class-incremental switch that jumps to 50 and
+    # decays (EWC on split-digits): the reference is the untrained loss, not the learnt task's
+    quick = np.r_[[2.19, 1.73, 1.05, 0.43, 0.2, 0.055, 0.03, 0.028, 0.0, 0.002], np.full(30, 0.01),
+                  np.geomspace(50, 2.5, 40)]
+    assert diverged_at(quick) is None
+    assert diverged_at(np.r_[quick, np.full(10, 300.0)]) == len(quick) + 6
     assert diverged_at(np.array([])) is None
 
 
@@ -406,7 +412,7 @@ def test_direct_construction_checks_the_same_declarations():
 
 
 def test_default_jobs_fill_the_cores_on_cpu_and_one_on_a_gpu():
-    from clbench.experiment import default_jobs
+    from clbench.processes import default_jobs
 
     cores = len(os.sched_getaffinity(0))
     assert default_jobs(1) == cores and default_jobs(cores) == 1 and default_jobs(4 * cores) == 1

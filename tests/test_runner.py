@@ -6,7 +6,8 @@ import torch
 
 import scenarios
 from clbench.evaluator import Evaluator, Schedule
-from clbench.runner import RUN_FILES, RunConfig, run
+from clbench.io import RUN_FILES
+from clbench.runner import RunConfig, run
 from strategies import Finetune, build_model
 
 

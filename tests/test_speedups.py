@@ -41,12 +41,56 @@ def test_gem_batched_memory_gradients_equal_the_per_task_loop(setting):
     assert batched.abs().sum() > 0
 
 
+@pytest.mark.parametrize("setting", ["class-il", "task-il"])
+def test_gem_one_pass_gives_the_batch_gradient_and_the_memory_gradients(setting):
+    """The training step's single pass over the batch and the memory: the batch's loss and
+    gradient equal a plain backward of the batch alone, the memory rows equal the per-task loop."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 6))
+    gem = _gem_with_memory(mlp, setting)
+    x, y = torch.randn(9, 1, 4, 4), torch.randint(0, 6, (9,))
+    t = y // 2
+    loss, g, G = gem._linear_gradients(x, y, t, [0, 1, 2], gem._linear_layers())
+    mlp.zero_grad(set_to_none=True)
+    plain = gem.batch_loss(gem.logits(x, t), y)
+    plain.backward()
+    torch.testing.assert_close(loss, plain)
+    torch.testing.assert_close(g, gem._flat_grad(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(G, gem._looped_memory_gradients([0, 1, 2]), rtol=1e-5, atol=1e-7)
+
+
 def test_gem_falls_back_to_the_loop_for_other_layers():
     torch.manual_seed(0)
     cnn = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 6))
     gem = _gem_with_memory(cnn, "class-il")
     assert gem._linear_layers() is None
     torch.testing.assert_close(gem.memory_gradients([0, 2]), gem._looped_memory_gradients([0, 2]))
+
+
+def test_gem_memory_is_each_tasks_most_recent_samples():
+    """Batches are kept as they come and trimmed lazily; what a task's memory holds at its end is
+    still exactly its last ``patterns_per_task`` samples, in order (mixed batches included)."""
+    torch.manual_seed(0)
+    gem = create("gem", nn.Sequential(nn.Flatten(), nn.Linear(4, 4)), n_classes=4,
+                 task_classes=[[0, 1], [2, 3]], patterns_per_task=7)
+    task = [type("T", (), {"id": k, "classes": c})() for k, c in enumerate(([0, 1], [2, 3]))]
+    seen: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    gem.before_task(task[0])
+    for step in range(6):  # 5-sample batches, the last three mixing in task 1
+        x = torch.randn(5, 1, 2, 2)
+        t = torch.tensor([0, 0, 0, 1, 1]) if step >= 3 else torch.zeros(5, dtype=torch.long)
+        y = 2 * t
+        gem.observe(x, y, t)
+        for k in (0, 1):
+            seen[k] += list(x[t == k])
+        assert gem.memory_held()[0] == min(7, len(seen[0])) + min(7, len(seen[1]))
+    gem.after_task(task[0])
+    torch.testing.assert_close(gem.memory[0][0], torch.stack(seen[0][-7:]))
+    assert 1 not in gem.memory  # task 1 has not ended: its samples stay pending
+    gem.before_task(task[1])
+    gem.observe(torch.randn(5, 1, 2, 2), torch.full((5,), 2), torch.ones(5, dtype=torch.long))
+    gem.after_task(task[1])
+    assert len(gem.memory[1][0]) == 7 and torch.all(gem.memory[1][2] == 1)
 
 
 def _reference_reservoir(batches, capacity, seed):
@@ -106,3 +150,9 @@ def test_merged_separate_ewc_penalty_equals_the_sum_of_per_task_penalties():
     g_straight = torch.autograd.grad(straight, list(named.values()))
     for a, b in zip(g_merged, g_straight):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # training takes the value and the gradient in closed form, without autograd
+    value, pull = ewc._penalty_and_pull()
+    torch.testing.assert_close(value, straight.detach(), rtol=1e-5, atol=1e-6)
+    assert [p for p, _ in pull] == list(named.values())
+    for (_, weighted), b in zip(pull, g_straight):
+        torch.testing.assert_close(2 * ewc.factor() * weighted, b, rtol=1e-5, atol=1e-6)
