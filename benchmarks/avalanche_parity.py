@@ -66,6 +66,10 @@ def final_acc(root: Path, exp: Experiment, strategy: str) -> dict[int, float]:
     return out
 
 
+def _std(v: np.ndarray) -> float:
+    return float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default-split-digits")
@@ -95,14 +99,14 @@ def main() -> None:
         a, b = final_acc(ours_root, ours, strategy), final_acc(out / "avalanche", theirs, name)
         seeds = sorted(set(a) & set(b))
         x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
-        sd = (lambda v: float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
-        rows.append({"clbench": strategy, "clbench_acc_mean": x.mean(), "clbench_acc_std": sd(x), "avalanche": name,
-                     "avalanche_acc_mean": y.mean(), "avalanche_acc_std": sd(y), "diff": x.mean() - y.mean(),
+        rows.append({"clbench": strategy, "clbench_acc_mean": x.mean(), "clbench_acc_std": _std(x), "avalanche": name,
+                     "avalanche_acc_mean": y.mean(), "avalanche_acc_std": _std(y), "diff": x.mean() - y.mean(),
                      "seeds": len(seeds), "how_they_differ": how})
     table = pd.DataFrame(rows)
     io.write_csv(out / "parity.csv", table)
     lines = [f"# {args.preset}: clbench vs Avalanche 0.6 (final ACC, percent, mean ± std over seeds)", "",
-             "| clbench | ACC | Avalanche | ACC | difference | seeds | how they differ |", "|---|---|---|---|---|---|---|"]
+             "| clbench | ACC | Avalanche | ACC | difference | seeds | how they differ |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['clbench']} | {100 * r['clbench_acc_mean']:.1f} ± {100 * r['clbench_acc_std']:.1f} | "
                      f"{r['avalanche'].split(':')[1]} | {100 * r['avalanche_acc_mean']:.1f} ± "

@@ -199,8 +199,8 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
     """
     from clbench.processes import default_jobs, start_worker_server
 
-    if executor == "local" and jobs != 1:  # its imports overlap ours (torch) and the experiment's checks
-        start_worker_server()
+    if executor == "local" and jobs != 1 and (opts.get("device") or "cpu").startswith("cpu"):
+        start_worker_server()  # its imports overlap ours (torch) and the experiment's checks
     from clbench.experiment import Experiment, load_toml, parse_names
     from scenarios.imports import plugin_names
     from scenarios.registry import SCENARIOS
@@ -213,14 +213,15 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
 
         preset = presets.load(preset_name)
         base = Experiment.from_mapping(preset.experiment, f"preset {preset_name}")
-        why = presets.missing_data(preset, opts.get("data_root"))
-        if why:
-            raise InputError(why)
     else:
         base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
     known = [*SCENARIOS, *plugin_names("clbench.scenarios")]
     names = parse_names(",".join(_split(scenarios_)), known, "scenario", qualified=True) if scenarios_ else None
     exp = experiment_from_options(base, opts, names)
+    if preset_name:  # before the experiment's own checks: say what the preset needs, not only what is missing
+        why = presets.missing_data(preset, exp.scenarios, exp.data_root)
+        if why:
+            raise InputError(why)
     if opts.get("name") is None and not config_path and not preset_name and names:
         exp = dataclasses.replace(exp, name="-".join(names) + (f"-{exp.ordering}" if exp.ordering != "sequential"
                                                                else ""))

@@ -103,8 +103,8 @@ def stop_pool(pool) -> None:
 
 def process_pool(todo: Todo, jobs: int) -> Iterator[Outcome]:
     """Runs in ``jobs`` worker processes. Workers ignore SIGINT (the parent decides), exit when
-    the parent dies (SIGKILL included: the fork server they come from ends with it, and a watchdog
-    thread notices the re-parenting), and are terminated if the parent is interrupted, so nothing
+    the parent dies (SIGKILL included: a watchdog thread waits on the parent's end of a pipe; the
+    fork server ends once they have), and are terminated if the parent is interrupted, so nothing
     is left running.
 
     A worker that dies breaks a ``concurrent.futures`` pool and every run in it; the runs that were

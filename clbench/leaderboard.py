@@ -488,7 +488,7 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, all
     note = ("Accuracies in percent, mean ± the half-width of the 95% confidence interval over seeds (Student's t; "
             "std and CI in leaderboard.csv); ↑ higher is better, ↓ lower is better. ACC test-set SE: the binomial "
             "standard error of ACC from the finite test sets alone. ACC vs reference: a paired t-test over seeds "
-            "(scipy.stats.ttest_rel) against the best method (joint training keeps all its data: a reference "
+            "(as scipy.stats.ttest_rel) against the best method (joint training keeps all its data: a reference "
             f"point, not the reference row); n.s. = not significantly different at p < {ALPHA}. "
             "ACC/BWT/FORG from the accuracy matrix; "
             "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023). Cost beside "

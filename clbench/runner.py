@@ -481,4 +481,3 @@ def write_run(out: Path, config_record: dict, log: pd.DataFrame, train: pd.DataF
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-

@@ -49,7 +49,8 @@ PAPERS = {
          "scenario_options": {"n_tasks": 20, "train_per_task": 1000, "setting": "domain-il"}},
         {"gem": {"patterns_per_task": 256, "memory_strength": 0.5}}),
     "janson-nmc-split-cifar100": (
-        {"scenario": "split-cifar100", "scenario_options": {"n_tasks": 10, "class_order": "fixed"}, "val_fraction": 0.0},
+        {"scenario": "split-cifar100", "scenario_options": {"n_tasks": 10, "class_order": "fixed"},
+         "val_fraction": 0.0},
         {"nmc": {"backbone": "timm:vit_base_patch16_224_in21k", "inputs": "raw"}}),
     "kang-viewbatch-split-cifar10": (
         {"scenario": "split-cifar10", "optimizer": "sgd", "lr": 0.1, "batch_size": 32, "epochs": 50, "memory": 200,

@@ -9,10 +9,10 @@ import os
 import platform
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "default-split-digits"
 #: the cheapest reference run that trains a network: finetune on split-digits, seed 0 (about 2 s)
@@ -47,7 +47,8 @@ def test_the_cheapest_reference_run_reproduces_exactly():
     proc = subprocess.run([sys.executable, "-c", RERUN, json.dumps(config)], capture_output=True, text=True,
                           env={**os.environ, **PINNED}, check=True)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    changed = {k: (want.get(k), got.get(k)) for k in set(want) | set(got) if k not in TIMES and want.get(k) != got.get(k)}
+    changed = {k: (want.get(k), got.get(k)) for k in set(want) | set(got)
+               if k not in TIMES and want.get(k) != got.get(k)}
     assert not changed, f"the reference run {GUARDED.relative_to(REFERENCE.parents[2])} changed: {changed}"
     assert want["acc"] > 0 and want["iterations"] == 440  # a trained run, not an empty one
 

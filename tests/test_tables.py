@@ -15,7 +15,7 @@ from scipy import stats
 
 from clbench.cli import entry
 from clbench.experiment import Experiment, run_experiment
-from clbench.leaderboard import binomial_se, people_table, to_latex, write_leaderboard
+from clbench.leaderboard import binomial_se, ci95, paired_t_pvalue, people_table, to_latex, write_leaderboard
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,17 @@ def test_confidence_intervals_and_paired_tests_are_scipys(three_seeds):
     assert lb.loc["finetune", "acc_vs_reference"] == "reference"
     with pytest.raises(ValueError, match="no row labelled 'icarl'"):
         write_leaderboard([three_seeds], three_seeds, reference="icarl")
+
+
+def test_the_t_statistics_equal_scipy_stats_on_hand_made_values():
+    """They come from scipy.special (a second less to import than scipy.stats), with scipy.stats'
+    values."""
+    a, b = np.array([0.91, 0.93, 0.90, 0.95]), np.array([0.90, 0.90, 0.91, 0.92])
+    assert paired_t_pvalue(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-12)
+    assert paired_t_pvalue(a, a) == 1.0
+    assert paired_t_pvalue(np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.5, 2.5])) == 0.0  # a constant shift
+    assert ci95(a) == pytest.approx(stats.t.ppf(0.975, 3) * a.std(ddof=1) / 2, rel=1e-12)
+    assert np.isnan(ci95(a[:1]))
 
 
 def test_the_binomial_standard_error_on_a_hand_made_matrix(tmp_path):

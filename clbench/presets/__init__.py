@@ -19,8 +19,8 @@ import tomllib
 from scenarios.errors import InputError
 
 FOLDER = Path(__file__).parent
-#: the leaderboard columns a published number can stand beside (metric -> leaderboard column)
-METRIC_COLUMNS = {"acc": "acc", "bwt": "bwt", "fwt": "fwt", "min_acc": "min_acc", "wc_acc": "wc_acc"}
+#: the metrics a published number can be (the leaderboard's columns of the same name)
+METRICS = ("acc", "bwt", "fwt", "min_acc", "wc_acc")
 
 
 @dataclass(frozen=True)
@@ -60,19 +60,21 @@ def load(name: str) -> Preset:
     meta = dict(data.pop("preset"))
     rows = tuple(Published(**row) for row in meta.pop("published", []))
     for row in rows:
-        if row.metric not in METRIC_COLUMNS:
-            raise ValueError(f"preset {name}: published metric {row.metric!r} is not one of "
-                             f"{', '.join(METRIC_COLUMNS)}")
+        if row.metric not in METRICS:
+            raise ValueError(f"preset {name}: published metric {row.metric!r} is not one of {', '.join(METRICS)}")
     return Preset(name=name, experiment={**data, "preset": name}, published=rows, **meta)
 
 
-def missing_data(preset: Preset, root: str | None = None) -> str | None:
-    """None when every scenario's data is here (under ``root`` if given), else one line saying
-    which files to put where."""
+def missing_data(preset: Preset, scenarios: list[str] | None = None, root: str | None = None) -> str | None:
+    """None when the data of every scenario (the preset's, or ``scenarios``) is here (under ``root``
+    if given), else one line saying which files to put where."""
+    from scenarios.own import is_own
     from scenarios.registry import scenario_spec
     from scenarios.sources import dataset_info
 
-    for scenario in preset.experiment.get("scenarios", []):
+    for scenario in scenarios or preset.experiment.get("scenarios", []):
+        if is_own(scenario):
+            continue
         why = dataset_info(scenario_spec(scenario).dataset).missing(root or preset.experiment.get("data_root"))
         if why:
             return f"preset {preset.name} needs {preset.data}. {why}"
