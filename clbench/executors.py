@@ -23,7 +23,7 @@ from typing import Any
 
 from clbench import io
 from clbench.io import ERROR_FILE
-from clbench.processes import worker_context
+from clbench.processes import start_worker_server, worker_context
 from clbench.runner import RunConfig, run
 from scenarios.errors import InputError
 
@@ -91,6 +91,7 @@ def start_pool(jobs: int):
     holds torch and the runner already imported (``processes.worker_context``)."""
     from concurrent.futures import ProcessPoolExecutor
 
+    start_worker_server()
     return ProcessPoolExecutor(jobs, mp_context=worker_context(), initializer=_worker_start)
 
 

@@ -192,7 +192,8 @@ def parse_names(text: str, known: list[str], what: str, qualified: bool = False)
         return list(known)
     bad = [n for n in names if n not in known and not (qualified and ":" in n)]
     if bad:
-        raise InputError(f"unknown {what} {', '.join(map(repr, bad))}; known {what}s: {', '.join(known)}")
+        plural = what[:-1] + "ies" if what.endswith("y") else what + "s"
+        raise InputError(f"unknown {what} {', '.join(map(repr, bad))}; known {plural}: {', '.join(known)}")
     return names
 
 

@@ -76,7 +76,8 @@ def _legend(ax, **kw) -> None:
 def plot_all(roots: list[Path], out: Path, jobs: int = 1) -> list[Path]:
     """Every plot of the experiments under ``roots``, into ``out``. With ``jobs`` > 1 the figures are
     drawn in that many worker processes (rendering is most of a default run's plotting time, and
-    figures are independent); the files are the same either way."""
+    figures are independent, ``processes.drawing_context`` says where); the files are the same
+    either way."""
     data, free = _load(roots)  # every file read (and a corrupt one refused) before anything is written
     out.mkdir(parents=True, exist_ok=True)
     drawings = []  # (function, arguments), the costliest first so that parallel drawing ends together
@@ -85,13 +86,14 @@ def plot_all(roots: list[Path], out: Path, jobs: int = 1) -> list[Path]:
         drawings += [(_matrices, (scenario, runs, out)), (_mean_accuracy, (scenario, runs, out)),
                      (_gap_zoom, (scenario, runs, out, free)), (_bars, (scenario, runs, out))]
         drawings += [(_per_task, (scenario, st, seeds, out, st in free)) for st, seeds in runs.items()]
-    if jobs <= 1 or len(drawings) <= 1:
+    from clbench.processes import drawing_context
+
+    context = drawing_context() if jobs > 1 and len(drawings) > 1 else None
+    if context is None:
         return [_draw(d) for d in drawings]
     from concurrent.futures import ProcessPoolExecutor
 
-    from clbench.processes import worker_context
-
-    with ProcessPoolExecutor(min(jobs, len(drawings)), mp_context=worker_context()) as pool:
+    with ProcessPoolExecutor(min(jobs, len(drawings)), mp_context=context) as pool:
         return list(pool.map(_draw, drawings))
 
 
@@ -198,7 +200,8 @@ def _matrices(scenario, runs, out) -> Path:
         R = np.nanmean([metrics.accuracy_matrix(log) for log in seeds.values()], axis=0)
         ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
         for (i, j), v in np.ndenumerate(R):
-            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k",
+                    in_layout=False)  # inside its cell: the layout need not measure 25 texts per axes
         ax.set(title=strategy, xlabel="evaluated task", ylabel="after training task")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 
 #: what every worker needs, imported once in the fork server instead of once per worker (torch,
 #: the runner and its strategies, torch._dynamo, which the first optimiser step imports, and the
@@ -42,11 +43,26 @@ def worker_context():
     return ctx
 
 
+_server_started = False
+
+
 def start_worker_server() -> None:
     """Start the fork server now, without waiting for it: it imports ``PRELOAD`` while the caller
     goes on (the CLI: importing torch and checking the experiment), so the first pool's workers
     start at once."""
+    global _server_started
     if worker_context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+        _server_started = True
+
+
+def drawing_context():
+    """Where plots may be drawn in parallel, or None to draw them in this process: forked from this
+    process while it has not imported torch (``clbench plot``: nothing heavy or threaded to
+    inherit), from the fork server when one is running already (``clbench run``); never by
+    starting one, whose preloads (torch, about 8 s here) cost more than drawing."""
+    if "torch" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return worker_context() if _server_started else None

@@ -1,18 +1,22 @@
 """The command line: bad input is one line and exit code 2; experiments resume; the leaderboard
 matches the runs; every plot is drawn."""
 
+import contextlib
+import io
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from clbench.cli import entry
 from clbench.experiment import Experiment, parse_seeds, run_dir, run_experiment
 from clbench.leaderboard import write_leaderboard
 from clbench.plots import plot_all
@@ -21,8 +25,28 @@ from scenarios import InputError
 FAST = ["--eval-every", "5", "--epochs", "1", "--quiet", "--no-plots"]
 
 
-def clbench(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "clbench.cli", *args], capture_output=True, text=True, cwd=cwd)
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def clbench(*args, cwd=None) -> Result:
+    """The command line in this process, through ``entry`` (all the console script does: exit
+    codes, one-line errors; a traceback fails the test), its output captured. It saves the
+    interpreter and torch start of a fresh process (about 6 s each); the tests that need a fresh
+    process (the console script itself, installed plugins, a data module in the working folder)
+    start one."""
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = entry([str(a) for a in args])
+    finally:
+        os.chdir(here)
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.parametrize("args,message", [
@@ -43,6 +67,14 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     assert r.returncode == 2, r.stderr
     assert message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_from_the_console_script_is_one_line_in_a_fresh_process(tmp_path):
+    script = Path(sys.executable).with_name("clbench")
+    r = subprocess.run([str(script), "run", "--strategy", "icarl", "--out", str(tmp_path / "x")], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.startswith("clbench: error: unknown strategy 'icarl'; known strategies: ")
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_malformed_toml_and_foreign_experiment_folder(tmp_path):

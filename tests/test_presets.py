@@ -5,8 +5,6 @@ read from the preset files, so a preset that drifts from its paper fails here.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +14,7 @@ from clbench.experiment import Experiment
 from clbench.runner import budgeted_params
 from scenarios.registry import scenario_spec
 from scenarios.sources import dataset_info
+from tests.test_cli import clbench
 
 #: per preset: the run settings every run must have, and per strategy the parameters it must run with
 PAPERS = {
@@ -112,8 +111,9 @@ def test_a_preset_sets_the_papers_published_numbers_beside_ours(name):
 
 
 def test_list_presets_names_paper_data_and_numbers():
-    out = subprocess.run([sys.executable, "-m", "clbench.cli", "list", "presets"], capture_output=True, text=True,
-                         check=True).stdout
+    r = clbench("list", "presets")
+    assert r.returncode == 0
+    out = r.stdout
     for name in PAPERS:
         assert f"\n{name}\n" in f"\n{out}"
     assert "Lopez-Paz, Ranzato" in out and "published: gem acc 83.00 on permuted-mnist" in out
@@ -125,8 +125,7 @@ def test_a_preset_whose_data_is_missing_says_which_files_to_put_where(tmp_path, 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     if dataset_info("mnist").available():
         pytest.skip("MNIST is on this machine")
-    proc = subprocess.run([sys.executable, "-m", "clbench.cli", "run", "--preset", "delange-split-mnist",
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    proc = clbench("run", "--preset", "delange-split-mnist", "--out", tmp_path / "o")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     line = proc.stderr.strip()
     assert len(line.splitlines()) == 1 and "preset delange-split-mnist needs MNIST" in line
@@ -137,15 +136,15 @@ def test_unknown_preset_and_preset_with_config_are_one_line_errors(tmp_path):
     for args, want in ((["--preset", "nope"], "unknown preset 'nope'; known presets: default-split-digits"),
                        (["--preset", "default-split-digits", "--config", str(tmp_path / "x.toml")],
                         "give --preset or --config, not both")):
-        proc = subprocess.run([sys.executable, "-m", "clbench.cli", "run", *args], capture_output=True, text=True)
+        proc = clbench("run", *args)
         assert proc.returncode == 2 and want in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _tiny_run(tmp_path, preset: str, *flags: str) -> str:
     out = tmp_path / preset
-    subprocess.run([sys.executable, "-m", "clbench.cli", "run", "--preset", preset, "--seeds", "0,1", "--iterations",
-                    "3", "--eval-subset", "20", "--no-plots", "--quiet", "--out", str(out), *flags],
-                   capture_output=True, text=True, check=True)
+    r = clbench("run", "--preset", preset, "--seeds", "0,1", "--iterations", "3", "--eval-subset", "20", "--no-plots",
+                "--quiet", "--out", out, *flags)
+    assert r.returncode == 0, r.stderr
     return out
 
 

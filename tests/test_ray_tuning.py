@@ -14,7 +14,8 @@ from clbench.experiment import load_toml
 from clbench.tuning import parse_space
 from scenarios.sources import DATASETS
 
-pytestmark = pytest.mark.slow
+# one worker holds the session's Ray instance when the suite runs in parallel (pytest -n)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 TINY = ["--iterations", "6", "--eval-every", "3", "--eval-subset", "10", "--quiet", "--no-plots"]
 
@@ -64,9 +65,10 @@ def _tune(out, *extra) -> int:
     return entry([*_args(out), *extra])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tuned(tmp_path_factory, ray_instance):
-    """One tiny tuning (val protocol on split-digits, a 2 x 2 grid), shared by the tests below."""
+    """One tiny tuning (val protocol on split-digits, a 2 x 2 grid), shared by the tests below (per
+    session, not module: under pytest -n another file's test may run between two of them)."""
     out = tmp_path_factory.mktemp("tuned") / "tune"
     assert _tune(out) == 0
     return out

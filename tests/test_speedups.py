@@ -156,3 +156,18 @@ def test_merged_separate_ewc_penalty_equals_the_sum_of_per_task_penalties():
     assert [p for p, _ in pull] == list(named.values())
     for (_, weighted), b in zip(pull, g_straight):
         torch.testing.assert_close(2 * ewc.factor() * weighted, b, rtol=1e-5, atol=1e-6)
+
+
+def test_plots_are_drawn_in_parallel_only_where_no_fork_server_has_to_start(monkeypatch):
+    """``clbench plot`` (no torch) forks; ``clbench run`` uses the fork server it started; a process
+    that imported torch without one draws by itself instead of paying the server's preloads."""
+    import sys
+
+    from clbench import processes
+
+    monkeypatch.setattr(processes, "_server_started", False)
+    assert processes.drawing_context() is None  # torch is imported here
+    monkeypatch.setattr(processes, "_server_started", True)
+    assert processes.drawing_context().get_start_method() == "forkserver"
+    monkeypatch.delitem(sys.modules, "torch")
+    assert processes.drawing_context().get_start_method() == "fork"
