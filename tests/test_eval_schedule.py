@@ -4,7 +4,10 @@ dip inside a task is caught by the probe, and a calm task is evaluated sparsely.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from clbench.evaluator import AdaptiveSchedule
 from clbench.runner import RunConfig, run
@@ -81,3 +84,37 @@ def test_adaptive_runs_record_their_rule_and_match_every_iteration_on_er(tmp_pat
 
     schedule = json.loads((tmp_path / "run/config.json").read_text())["evaluation"]["schedule"]
     assert schedule["kind"] == "adaptive" and schedule["sparse"] == 50 and np.isfinite(schedule["band"])
+
+
+def test_the_oracle_floor_keeps_each_dips_minimum_recovery_and_wf_pair():
+    """benchmarks/eval_schedule_floor.py: on a hand-made every-iteration log, the oracle keeps the
+    start, the segment ends, the dip's minimum, its recovery iteration and the WF10 pair, and those
+    alone reproduce the metrics."""
+    import pandas as pd
+
+    from benchmarks.eval_schedule_floor import METRICS, difference, oracle_iterations
+    from clbench import metrics
+
+    # task 0 learned over iterations 1-20 (ends at 0.9); task 1 from 21 to 60: task 0 falls to 0.3
+    # at iteration 23 (its WF10 pair: 0.9 at 20, 0.3 at 23), stays there at 24, climbs back and is
+    # within 0.01 of 0.9 first at iteration 40 (0.3 + 0.6 * 16 / 15.5)
+    def task0(n):
+        if n <= 20:
+            return 0.1 + 0.04 * n
+        return max(0.3, 0.9 - 0.2 * (n - 20)) if n <= 24 else min(0.95, 0.3 + 0.6 * (n - 24) / 15.5)
+
+    rows = []
+    for n in range(61):
+        trained = -1 if n == 0 else (0 if n <= 20 else 1)
+        tasks = [0, 1] if n in (0, 20, 60) else list(range(max(trained, 0) + 1))
+        for k in tasks:
+            a = task0(n) if k == 0 else (0.2 if n <= 20 else min(0.9, 0.2 + 0.05 * (n - 20)))
+            rows.append({"eval_step": n, "iteration": n, "trained_task": trained, "task": k, "accuracy": a, "n": 100})
+    log = pd.DataFrame(rows)
+    gap = metrics.stability_gap(log).iloc[0]
+    assert gap["minimum"] == pytest.approx(0.3) and gap["iters_to_recover"] == 20
+    keep = oracle_iterations(log)
+    assert keep == {0, 20, 23, 40, 60}
+    full, sub = metrics.summarize(log), metrics.summarize(log[log["iteration"].isin(keep)])
+    assert all(difference(full[m], sub[m]) == 0 for m in METRICS)
+    assert full["wf10"] > 0 and not math.isnan(full["gap_iters_to_recover"])
