@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clbench import io, presets
-from clbench.experiment import Experiment, run_dir, run_experiment
-from clbench.processes import usable_cores
+from clbench import presets
+from clbench.common import io
+from clbench.sweep.experiment import Experiment, run_dir, run_experiment
+from clbench.sweep.processes import usable_cores
 
 
 def counterpart(strategy: str, params: dict) -> tuple[str, dict, str] | None:

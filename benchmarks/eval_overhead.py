@@ -16,13 +16,14 @@ import time
 
 import torch
 
-from clbench.runner import RunConfig, run
+from clbench.run.runner import RunConfig, run
 
 
 def bare_forward_ms(result_cfg: RunConfig, repeats: int = 3) -> float:
     """Average over the stream of one bare forward over the seen tasks' full test sets."""
-    import scenarios
-    from strategies import build_model
+    from clbench.strategies import build_model
+
+    from clbench import scenarios
 
     sc = scenarios.build(result_cfg.scenario, seed=result_cfg.seed)
     cfg = result_cfg.resolved(sc)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from clbench.experiment import DEFAULT_STRATEGIES
-from clbench.runner import RunConfig, run
+from clbench.run.runner import RunConfig, run
+from clbench.sweep.experiment import DEFAULT_STRATEGIES
 
 METRICS = ["min_acc", "wc_acc", "wf10", "gap_depth", "gap_iters_to_recover"]
 

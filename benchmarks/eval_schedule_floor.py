@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clbench import metrics
+from clbench.evaluation import metrics
 
 METRICS = ["min_acc", "wc_acc", "wf10", "gap_depth", "gap_iters_to_recover"]
 

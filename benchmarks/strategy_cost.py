@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from clbench.runner import RunConfig, run
+from clbench.run.runner import RunConfig, run
 
 DEFAULT = "finetune,joint,joint-offline,er,ewc,gem,nmc,vb-er"
 

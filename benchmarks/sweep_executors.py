@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from clbench import executors
-from clbench.experiment import Experiment, parse_seeds, run_experiment
+from clbench.sweep import executors
+from clbench.sweep.experiment import Experiment, parse_seeds, run_experiment
 
 
 def main() -> None:

@@ -18,9 +18,11 @@ import warnings
 import numpy as np
 import torch
 
-import scenarios
+from clbench import scenarios
 from clbench.interop.avalanche import make_strategy, to_avalanche
-from clbench.runner import RunConfig, build_model_and_optimizer, train_clbench
+from clbench.run.loop import train_clbench
+from clbench.run.parts import build_model_and_optimizer
+from clbench.run.runner import RunConfig, resolve_for
 
 CPU = torch.device("cpu")
 
@@ -52,12 +54,14 @@ def main() -> None:
     ap.add_argument("--avalanche-eval-batch", type=int, default=1024, help="Avalanche's eval_mb_size")
     args = ap.parse_args()
     sc = scenarios.build(args.scenario, seed=0)[:args.tasks]
-    cfg = RunConfig(scenario=args.scenario, strategy="finetune", seed=0, eval_every=1, eval_subset="all").resolved(sc)
+    run = resolve_for(RunConfig(scenario=args.scenario, strategy="finetune", seed=0, eval_every=1, eval_subset="all"),
+                      sc)
+    cfg = run.config
     for _ in range(2):  # the first pass warms up, the second is measured
-        t = train_clbench(cfg, sc, CPU, 0)
+        t = train_clbench(run, sc, CPU)
     clb_iters, clb_evals = len(t.losses), len(t.evaluator.history)
     clb_train, clb_eval = float(np.sum(t.train_seconds)), t.eval_seconds
-    tb = train_clbench(dataclasses.replace(cfg, eval_precision="bf16"), sc, CPU, 0)
+    tb = train_clbench(dataclasses.replace(run, config=dataclasses.replace(cfg, eval_precision="bf16")), sc, CPU)
     bf16_eval = tb.eval_seconds / len(tb.evaluator.history)
     av_train, av_iters = avalanche_seconds(sc, cfg, evaluate=False, eval_batch=args.avalanche_eval_batch)
     av_both, _ = avalanche_seconds(sc, cfg, evaluate=True, eval_batch=args.avalanche_eval_batch)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from scenarios.errors import InputError
+from clbench.common.errors import InputError
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -18,7 +18,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 def _commit_suffix() -> str:
-    from clbench.provenance import provenance
+    from clbench.common.provenance import provenance
 
     p = provenance()
     return f" (commit {p['commit'][:12]}{', modified' if p['dirty'] else ''})" if p["commit"] else ""
@@ -31,49 +31,55 @@ def cli() -> None:
     """clbench: which continual-learning strategy forgets least, and how badly does it dip while it learns?"""
 
 
-def _settings_options(f):
-    """The options that describe how runs train and evaluate, shared by ``run`` and ``tune``."""
-    options = [
-        click.option("--strategy", "strategies_", multiple=True,
-                     help="strategy name(s), comma-separated, 'all', avalanche:NAME or package.module:Class"),
-        click.option("--seeds", help="seeds: 0,1,2 or 0-4 [0,1,2]"),
-        click.option("--seed", type=int, help="a single seed (same as --seeds K)"),
-        click.option("--param", "params", multiple=True, help="strategy parameter: name=value or strategy.name=value"),
-        click.option("--setting", type=click.Choice(["class-il", "task-il", "domain-il"]), help="override the setting"),
-        click.option("--class-order", help="fixed, seed, or a comma-separated list of classes"),
-        click.option("--n-tasks", type=int, help="number of tasks (split/permuted scenarios)"),
-        click.option("--eval-every", type=int, help="evaluate every N iterations [1]"),
-        click.option("--eval-subset", help="evaluation samples per task, or 'all' [1000]"),
-        click.option("--eval-schedule", type=click.Choice(["periodic", "adaptive"]),
-                     help="periodic: every --eval-every iterations; adaptive: every iteration while old tasks' "
-                     "accuracy moves, sparse where it does not [periodic]"),
-        click.option("--eval-resample/--no-eval-resample", default=None, help="redraw evaluation subsets every time"),
-        click.option("--eval-precision", type=click.Choice(["fp32", "bf16"]),
-                     help="evaluation forward precision [fp32]; bf16 is ~4x faster, may flip near-ties"),
-        click.option("--dense-after-switch", type=int,
-                     help="evaluate every iteration for N iterations after a boundary"),
-        click.option("--epochs", type=float, help="epochs per task (scenario default otherwise)"),
-        click.option("--iterations", type=int, help="iterations per task (instead of epochs)"),
-        click.option("--batch-size", type=int, help="training batch size"),
-        click.option("--lr", type=float, help="learning rate"),
-        click.option("--model", help="network: mlp, cnn, resnet18-slim"),
-        click.option("--memory", type=int, help="memory budget in samples for every memory-using strategy "
-                     "(ER/vb-er hold N, GEM N // tasks per task) [the scenario's default]"),
-        click.option("--augment", type=click.Choice(["none", "weak", "standard"]),
-                     help="training augmentation of every strategy [the scenario's default]"),
-        click.option("--val-fraction", type=float, help="share of each class's training data held out for "
-                     "validation [0.1]; 0 turns it off"),
-        click.option("--ordering", help="stream ordering [sequential]"),
-        click.option("--ordering-param", "ordering_params", multiple=True, help="ordering parameter name=value"),
-        click.option("--device", help="cpu, cuda, cuda:N [cpu]"),
-        click.option("--data-root", type=click.Path(), help="where the dataset files are"),
-        click.option("--threads", type=int, help="CPU threads of each run, fixed whatever --jobs is, so results do "
-                     "not depend on the executor [1]"),
-        click.option("--quiet", is_flag=True, help="no progress bars"),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+def _setting_option(f: dataclasses.Field):
+    """The click option of a declared setting (``clbench.run.settings.setting``): its name, type and
+    help come from the declaration."""
+    import types
+    import typing
+
+    from clbench.run.settings import setting_types
+
+    hint = setting_types()[f.name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    flag = "--" + f.name.replace("_", "-")
+    if hint is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", default=None, help=f.metadata["help"])
+    if typing.get_origin(hint) is typing.Literal:
+        kind = click.Choice([str(v) for v in typing.get_args(hint)])
+    else:
+        kind = hint if hint in (int, float) else str
+    return click.option(flag, type=kind, help=f.metadata["help"])
+
+
+def _settings_options(exclude: tuple[str, ...] = ()):
+    """The options that describe how runs train and evaluate, shared by ``run`` and ``tune``: what
+    the experiment runs, then one option per declared run setting."""
+    from clbench.run.settings import declared_settings
+
+    def decorate(f):
+        options = [
+            click.option("--strategy", "strategies_", multiple=True,
+                         help="strategy name(s), comma-separated, 'all', avalanche:NAME or package.module:Class"),
+            click.option("--seeds", help="seeds: 0,1,2 or 0-4 [0,1,2]"),
+            click.option("--seed", type=int, help="a single seed (same as --seeds K)"),
+            click.option("--param", "params", multiple=True,
+                         help="strategy parameter: name=value or strategy.name=value"),
+            click.option("--setting", type=click.Choice(["class-il", "task-il", "domain-il"]),
+                         help="override the setting"),
+            click.option("--class-order", help="fixed, seed, or a comma-separated list of classes"),
+            click.option("--n-tasks", type=int, help="number of tasks (split/permuted scenarios)"),
+            click.option("--ordering-param", "ordering_params", multiple=True, help="ordering parameter name=value"),
+            *(_setting_option(s) for s in declared_settings() if s.metadata["cli"] and s.name not in exclude),
+            click.option("--quiet", is_flag=True, help="no progress bars"),
+        ]
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
 
 
 def _executor_options(f):
@@ -93,16 +99,17 @@ def _executor_options(f):
 
 def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = None):
     """The experiment ``base`` with the command line's settings applied, every value checked."""
-    from clbench.experiment import Experiment, parse_names, parse_params, parse_seeds
-    from scenarios.imports import plugin_names
-    from strategies.registry import REGISTRY
+    from clbench.common.validation import coerce_value
+    from clbench.run import catalog
+    from clbench.run.settings import declared_settings
+    from clbench.sweep.experiment import Experiment, parse_names, parse_params, parse_seeds
 
     changes: dict = {}
     if scenarios_:
         changes["scenarios"] = scenarios_
     if opts.get("strategies_"):
-        known = [*REGISTRY, *plugin_names("clbench.strategies")]
-        changes["strategies"] = parse_names(",".join(_split(opts["strategies_"])), known, "strategy", qualified=True)
+        changes["strategies"] = parse_names(",".join(_split(opts["strategies_"])), catalog.known_names(), "strategy",
+                                            qualified=True)
     if opts.get("seeds") is not None and opts.get("seed") is not None:
         raise InputError("give either --seeds or --seed, not both")
     if opts.get("seeds") is not None:
@@ -123,8 +130,6 @@ def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = Non
         sc_opts["n_tasks"] = opts["n_tasks"]
     changes["scenario_options"] = sc_opts
     if opts.get("ordering_params"):
-        from strategies.registry import coerce_value
-
         op = {}
         for pair in opts["ordering_params"]:
             if "=" not in pair:
@@ -132,9 +137,7 @@ def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = Non
             k, v = pair.split("=", 1)
             op[k.strip()] = coerce_value(k, v.strip(), None)
         changes["ordering_params"] = op
-    for key in ("eval_every", "eval_subset", "eval_schedule", "eval_resample", "eval_precision", "dense_after_switch",
-                "epochs", "iterations", "batch_size", "lr", "model", "memory", "augment", "val_fraction", "eval_on",
-                "threads", "ordering", "orderings", "device", "data_root", "name"):
+    for key in (*(s.name for s in declared_settings() if s.metadata["cli"]), "orderings", "name"):
         if opts.get(key) is not None:
             changes[key] = opts[key]
     # a task's length is epochs or iterations: the one given here replaces the other of a preset or file
@@ -158,7 +161,7 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
     if jobs is not None:
         raise InputError("--jobs is for the local executor; Ray runs as many runs as the cluster's CPUs hold "
                          "(--cpus-per-run each)")
-    from clbench import executors
+    from clbench.sweep import executors
 
     stack.enter_context(executors.ray_session(address))
     cpus = cpus_per_run or exp.threads
@@ -169,9 +172,7 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
 @cli.command()
 @click.option("--scenario", "scenarios_", multiple=True,
               help="scenario name(s), comma-separated, or package.module:function [split-digits]")
-@_settings_options
-@click.option("--eval-on", type=click.Choice(["test", "val"]),
-              help="evaluate on the test sets (report) or the validation split (choose hyperparameters) [test]")
+@_settings_options()
 @click.option("--orderings", type=int, help="repeat over K seeded orderings (class order + stream); "
               "the leaderboard gains the spread across them")
 @click.option("--config", "config_path", type=click.Path(), help="experiment.toml describing the experiment")
@@ -197,13 +198,12 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
     """
-    from clbench.processes import default_jobs, start_worker_server
+    from clbench.sweep.processes import default_jobs, start_worker_server
 
     if executor == "local" and jobs != 1 and (opts.get("device") or "cpu").startswith("cpu"):
         start_worker_server()  # its imports overlap ours (torch) and the experiment's checks
-    from clbench.experiment import Experiment, load_toml, parse_names
-    from scenarios.imports import plugin_names
-    from scenarios.registry import SCENARIOS
+    from clbench.scenarios import registry
+    from clbench.sweep.experiment import Experiment, load_toml, parse_names
 
     trackers = _split(trackers)  # checked by run_experiment before anything is written
     if preset_name and config_path:
@@ -215,7 +215,7 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
         base = Experiment.from_mapping(preset.experiment, f"preset {preset_name}")
     else:
         base = Experiment.from_mapping(load_toml(config_path), str(config_path)) if config_path else Experiment()
-    known = [*SCENARIOS, *plugin_names("clbench.scenarios")]
+    known = registry.known_names()
     names = parse_names(",".join(_split(scenarios_)), known, "scenario", qualified=True) if scenarios_ else None
     exp = experiment_from_options(base, opts, names)
     if preset_name:  # before the experiment's own checks: say what the preset needs, not only what is missing
@@ -241,15 +241,15 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
 def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet: bool, plots: bool, executor=None,
                               log: list[str] | None = None) -> dict:
     """Run what is missing of ``exp``, write its leaderboard (and plots), print the table."""
-    from clbench.experiment import run_experiment
-    from clbench.leaderboard import people_table, to_text, write_leaderboard
+    from clbench.results.leaderboard import people_table, to_text, write_leaderboard
+    from clbench.sweep.experiment import run_experiment
 
     counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor,
                             log=log or [])
     lb = write_leaderboard([root], root)
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
-        from clbench.plots import plot_all
-        from clbench.processes import usable_cores
+        from clbench.results.plots import plot_all
+        from clbench.sweep.processes import usable_cores
 
         plot_all([root], root / "plots", jobs=usable_cores())
     if not lb.empty:
@@ -260,7 +260,7 @@ def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet:
 
 
 @cli.command()
-@_settings_options
+@_settings_options(exclude=("eval_on",))
 @click.option("--space", "spaces", multiple=True,
               help="a searched value: [strategy.]name=KIND:ARGS, KIND uniform:LOW:HIGH, loguniform:LOW:HIGH, "
               "randint:LOW:HIGH, choice:A,B or grid:A,B (e.g. ewc.ewc_lambda=loguniform:1:1e5, lr=choice:0.01,0.05) "
@@ -291,14 +291,13 @@ def tune(spaces, samples, search, tune_on, evaluate_on, protocol, select, eval_s
     chosen.toml (reload with clbench run --config) and evaluation/ with both phases' ranks. Running
     the same command again continues an interrupted tuning.
     """
-    from clbench.experiment import Experiment, parse_names, parse_seeds
-    from clbench.tuning import Tuning, parse_selection, parse_space, rank_table, tune_and_evaluate
-    from scenarios.imports import plugin_names
-    from scenarios.registry import SCENARIOS
+    from clbench.scenarios import registry
+    from clbench.sweep.experiment import Experiment, parse_names, parse_seeds
+    from clbench.sweep.tuning import Tuning, parse_selection, parse_space, rank_table, tune_and_evaluate
 
     for name in (tune_on, evaluate_on):
         if name:
-            parse_names(name, [*SCENARIOS, *plugin_names("clbench.scenarios")], "scenario", qualified=True)
+            parse_names(name, registry.known_names(), "scenario", qualified=True)
     base = Experiment(strategies=["finetune", "er", "ewc", "gem"])
     exp = experiment_from_options(base, opts)
     t = Tuning(exp, tune_on=tune_on, evaluate_on=evaluate_on, protocol=protocol,
@@ -352,8 +351,8 @@ class RunsFailed(click.ClickException):
 def report(dirs, out, allow_different, fmt, reference):
     """Rebuild the leaderboard from the run folders of one or more experiments (merging them),
     recomputing every metric from the runs' curves.csv."""
-    from clbench import io
-    from clbench.leaderboard import people_table, render, write_leaderboard
+    from clbench.common import io
+    from clbench.results.leaderboard import people_table, render, write_leaderboard
 
     roots = [Path(d) for d in dirs]
     for r in roots:
@@ -376,9 +375,9 @@ def report(dirs, out, allow_different, fmt, reference):
 @click.option("--out", type=click.Path(), help="folder for the plots [DIR/plots]")
 def plot(dirs, out):
     """Redraw the plots of one or more experiments."""
-    from clbench.leaderboard import run_folders
-    from clbench.plots import plot_all
-    from clbench.processes import usable_cores
+    from clbench.results.leaderboard import run_folders
+    from clbench.results.plots import plot_all
+    from clbench.sweep.processes import usable_cores
 
     roots = [Path(d) for d in dirs]
     if not run_folders(roots):
@@ -395,7 +394,7 @@ def list_(what):
     if what == "presets":
         _list_presets()
     elif what == "scenarios":
-        from scenarios.registry import list_scenarios
+        from clbench.scenarios.registry import list_scenarios
 
         rows = list_scenarios()
         w = max(len(r["name"]) for r in rows)
@@ -405,9 +404,10 @@ def list_(what):
                        f"{'yes' if r['available'] else 'no'}")
     elif what == "strategies":
         from clbench.interop.avalanche import STRATEGIES as AVALANCHE
-        from strategies.registry import REGISTRY
+        from clbench.run import catalog
 
-        for name, entry in REGISTRY.items():
+        for name in catalog.known_names():
+            entry = catalog.lookup(name)
             params = ", ".join(f"{k}={v}" for k, v in entry.params().items() if k not in entry.fixed)
             click.echo(f"{name:<14} {entry.summary}\n{'':<14} {params or '(no parameters)'}")
         click.echo(f"{'':<14} (memory strategies take the experiment's --memory budget, a per-scenario default, "
@@ -415,12 +415,12 @@ def list_(what):
         click.echo(f"{'avalanche:NAME':<14} an Avalanche 0.6 strategy in its own loop, evaluated by clbench: "
                    f"{', '.join(AVALANCHE)}\n{'':<14} (its own keyword parameters, e.g. --param ewc_lambda=100)")
     elif what == "metrics":
-        from clbench.metrics import METRIC_DESCRIPTIONS
+        from clbench.evaluation.metrics import METRIC_DESCRIPTIONS
 
         for k, v in METRIC_DESCRIPTIONS.items():
             click.echo(f"{k:<22} {v}")
     else:
-        from scenarios.orderings import ORDERINGS, ordering_params
+        from clbench.scenarios.orderings import ORDERINGS, ordering_params
 
         for name in ORDERINGS:
             p = ", ".join(f"{k}={v}" for k, v in ordering_params(name).items())
@@ -473,7 +473,7 @@ def entry(argv: list[str] | None = None) -> int:
 
 def _interrupted(e: BaseException | None, argv: list[str] | None) -> int:
     """Ctrl-C: one line saying what was kept and the command that resumes."""
-    from clbench.experiment import Interrupted
+    from clbench.sweep.experiment import Interrupted
 
     again = shlex.join(["clbench", *(sys.argv[1:] if argv is None else argv)])
     if isinstance(e, Interrupted):

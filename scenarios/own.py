@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from clbench.scenarios.builders import split
+from clbench.scenarios.data import Scenario, TensorData, seeded_generator, stratified_split
 
-from scenarios.builders import split
-from scenarios.data import Scenario, TensorData, seeded_generator, stratified_split
-from scenarios.errors import InputError
-from scenarios.imports import import_object, plugin
+from clbench.common.errors import InputError
+from clbench.common.imports import import_object, plugin
 
+#: entry-point group of installed scenario plugins
+PLUGINS = "clbench.scenarios"
 #: how the runner trains on a scenario of your own unless told otherwise (``train=`` or the CLI)
 DEFAULT_TRAIN = {"model": "mlp", "hidden": [400, 400], "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
                  "batch_size": 32, "epochs": 1, "memory": 200, "augment": "none"}
@@ -102,16 +104,9 @@ def from_datasets(train: Any, test: Any, n_tasks: int, **kwargs) -> Scenario:
     return from_arrays(*arrays(train, "training"), *arrays(test, "test"), n_tasks, **kwargs)
 
 
-def is_own(name: str) -> bool:
-    """Whether ``name`` is a scenario of your own: an import path or an installed plugin's name."""
-    from scenarios.registry import SCENARIOS
-
-    return name not in SCENARIOS and (":" in name or plugin("clbench.scenarios", name) is not None)
-
-
 def scenario_factory(name: str) -> Callable[..., Scenario]:
     """The function behind ``package.module:function``."""
-    factory = import_object(name if ":" in name else (plugin("clbench.scenarios", name) or name), "scenario")
+    factory = import_object(name if ":" in name else (plugin(PLUGINS, name) or name), "scenario")
     if not callable(factory):
         raise InputError(f"scenario {name!r} is not a function returning a Scenario")
     return factory
@@ -124,5 +119,5 @@ def build_own(name: str, seed: int, val_fraction: float, **options) -> Scenario:
     except TypeError as e:
         raise InputError(f"scenario {name}: {e}") from None
     if not isinstance(scenario, Scenario):
-        raise InputError(f"scenario {name} returned {type(scenario).__name__}, not a scenarios.Scenario")
+        raise InputError(f"scenario {name} returned {type(scenario).__name__}, not a clbench.scenarios.Scenario")
     return scenario

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from clbench.scenarios.builders import permuted, rotated, split
+from clbench.scenarios.data import Scenario, Setting, seeded_generator, stratified_split
+from clbench.scenarios.own import PLUGINS, build_own
+from clbench.scenarios.sources import dataset_info, load_dataset
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
-from scenarios.builders import permuted, rotated, split
-from scenarios.data import Scenario, Setting, seeded_generator, stratified_split
-from scenarios.errors import InputError
-from scenarios.sources import dataset_info, load_dataset
-from scenarios.validation import Count, Finite, describe
+from clbench.common.errors import InputError
+from clbench.common.imports import plugin, plugin_names
+from clbench.common.validation import Count, Finite, describe
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,7 @@ def build(name: str, seed: int = 0, *, root: str | Path | None = None, download:
     ``val_fraction`` of every class's training samples (seeded by ``seed``, stratified) become
     the tasks' validation data and are never trained on; 0 keeps all of them for training.
 
-    ``package.module:function`` builds a scenario of your own (``scenarios.own``)."""
-    from scenarios.own import build_own, is_own
-
+    ``package.module:function`` builds a scenario of your own (``clbench.scenarios.own``)."""
     if is_own(name):
         return build_own(name, seed, val_fraction, **overrides)
     spec = scenario_spec(name)
@@ -148,6 +148,17 @@ def build(name: str, seed: int = 0, *, root: str | Path | None = None, download:
     if spec.kind == "permuted":
         return permuted(data, seed=seed, name=name, meta=meta, val=val, **args)
     return rotated(data, name=name, seed=seed, meta=meta, val=val, **args)
+
+
+def is_own(name: str) -> bool:
+    """Whether ``name`` is a scenario of your own (an import path or an installed plugin's name)
+    rather than a built-in one: the registry decides what is built in."""
+    return name not in SCENARIOS and (":" in name or plugin(PLUGINS, name) is not None)
+
+
+def known_names() -> list[str]:
+    """Built-in and installed scenario names (``all`` on the command line)."""
+    return [*SCENARIOS, *plugin_names(PLUGINS)]
 
 
 def list_scenarios() -> list[dict[str, Any]]:

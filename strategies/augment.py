@@ -12,10 +12,12 @@ rotation, scale, noise and an erased square).
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torch.nn import functional as F
+
+from clbench.common.validation import Family
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -59,7 +61,6 @@ def strong(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
 
 
 #: augmentation families, weakest first
-Family = Literal["none", "weak", "standard"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 
 

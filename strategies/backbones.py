@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from scenarios.errors import InputError
+from clbench.common.errors import InputError
 
 
 class FrozenBackbone(nn.Module):
@@ -108,7 +108,7 @@ def _timm(name: str, image_size: int) -> FrozenBackbone:
 
 
 def _checkpoint(path: str, image_size: int | None) -> FrozenBackbone:
-    from strategies.models import build_model
+    from clbench.strategies.models import build_model
 
     p = Path(path)
     if not p.is_file():

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from clbench.scenarios.data import Scenario, Setting, Task, seeded_generator
+from clbench.strategies import augment as augmentation
 from torch import nn
 from torch.nn import functional as F
 
-from scenarios.data import Scenario, Setting, Task, seeded_generator
-from scenarios.errors import InputError
-from scenarios.validation import Count, NonNegative, NonNegativeInt, UnitInterval, checked
-from strategies import augment as augmentation
+from clbench.common.errors import InputError
+from clbench.common.validation import Count, NonNegative, NonNegativeInt, UnitInterval, checked
 
 
 class Strategy:

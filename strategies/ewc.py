@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
+from clbench.scenarios.data import Task
+from clbench.strategies.base import Strategy
+from clbench.strategies.linear_layers import linear_layers, recorded_io
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from scenarios.data import Task
-from scenarios.validation import Count, NonNegative, UnitInterval, checked
-from strategies.base import Strategy
-from strategies.linear_layers import linear_layers, recorded_io
+from clbench.common.validation import Count, NonNegative, UnitInterval, checked
 
 FisherVariant = Literal["exact", "sample", "empirical", "batched"]
 FISHER_VARIANTS: tuple[str, ...] = get_args(FisherVariant)

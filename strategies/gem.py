@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from clbench.strategies.base import Strategy
+from clbench.strategies.linear_layers import linear_layers, recorded_io
 from torch import nn
 from torch.nn import functional as F
 
-from scenarios.errors import InputError
-from scenarios.validation import Count, NonNegative, checked
-from strategies.base import Strategy
-from strategies.linear_layers import linear_layers, recorded_io
+from clbench.common.errors import InputError
+from clbench.common.validation import Count, NonNegative, checked
 
 
 def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-8) -> torch.Tensor:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from scenarios.errors import InputError
-from scenarios.validation import Count, checked
+from clbench.common.errors import InputError
+from clbench.common.validation import Count, checked
 
 
 class MLP(nn.Module):

@@ -1,18 +1,19 @@
-"""Strategies by name, with their own parameters and defaults (``clbench list strategies``)."""
+"""The built-in strategies by name, with their own parameters and defaults (``clbench list strategies``).
+
+What the app accepts beyond these (Avalanche's strategies, import paths, installed plugins) is
+looked up in ``clbench.run.catalog``, the one lookup of every command."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scenarios.errors import InputError
-from scenarios.imports import import_object, plugin
-from scenarios.validation import validate_keywords
-from strategies.base import Finetune, Strategy
+from clbench.strategies.base import Finetune, Strategy
+
+from clbench.common.errors import InputError
+from clbench.common.validation import validate_keywords
 
 #: arguments every strategy takes from the runner, not from ``--param``
 COMMON = {"self", "model", "optimizer", "lr", "momentum", "setting", "task_classes", "n_classes", "seed", "inner",
@@ -26,6 +27,8 @@ class StrategyEntry:
     classes: tuple[type, ...]
     summary: str
     fixed: dict[str, Any]
+    #: the training loop that runs it (``clbench.run.runner.LOOPS``): clbench's own
+    loop: str = "clbench"
 
     def params(self) -> dict[str, Any]:
         """Own parameters and their defaults (later classes are wrappers around the first)."""
@@ -44,6 +47,15 @@ class StrategyEntry:
     def memory_params(self, budget: int, n_tasks: int) -> dict[str, Any]:
         """How this strategy spends a memory budget of ``budget`` samples (empty: it keeps none)."""
         return self.classes[0].memory_params(budget, n_tasks)
+
+    def coerce(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Check names, types and ranges against the declared parameters (``clbench.common.validation``)
+        and convert ``--param`` strings to their types."""
+        return validate_keywords(f"strategy {self.name}", self.classes, params, COMMON, self.fixed)
+
+    def build(self, model, optimizer=None, **kwargs) -> Strategy:
+        """The strategy from already checked parameters (``coerce``) and the runner's arguments."""
+        return self.factory(model, optimizer, **kwargs)
 
 
 REGISTRY: dict[str, StrategyEntry] = {}
@@ -65,87 +77,29 @@ def register(name: str, cls: type, summary: str, wrapper: type | None = None, **
     REGISTRY[name] = StrategyEntry(name, factory, classes, summary, fixed)
 
 
-def strategy_entry(name: str) -> StrategyEntry:
-    """A registered strategy, or ``package.module:Class`` (a ``Strategy`` subclass of your own),
-    imported on first use: an import path works in every process that runs it (the local pool's,
-    Ray's workers), where a ``register`` call made in the parent process would not."""
-    if name not in REGISTRY and ":" in name:
-        REGISTRY[name] = _imported(name)
-    elif name not in REGISTRY and (path := plugin("clbench.strategies", name)):  # an installed plugin
-        REGISTRY[name] = dataclasses.replace(_imported(path), name=name)
-    if name not in REGISTRY:
-        raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(REGISTRY)} "
-                         "(or your own as package.module:Class)")
-    return REGISTRY[name]
-
-
-def _imported(name: str) -> StrategyEntry:
-    cls = import_object(name, "strategy")
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise InputError(f"strategy {name!r} is not a subclass of strategies.Strategy")
-    summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else f"{name} (own strategy)"
-    factory = lambda model, optimizer=None, **kw: cls(model, optimizer, **kw)  # noqa: E731
-    return StrategyEntry(name, factory, (cls,), summary, {})
-
-
-def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Check names, types and ranges against the strategy's declared parameters (``scenarios.validation``)
-    and convert ``--param`` strings to their types."""
-    entry = strategy_entry(name)
-    return validate_keywords(f"strategy {name}", entry.classes, params, COMMON, entry.fixed)
-
-
-def coerce_value(key: str, value: Any, default: Any) -> Any:
-    """A ``name=value`` string as the type of ``default``, for parameters declared by others (orderings,
-    Avalanche's strategies); with no default, a number if it reads as one. Numbers must be finite."""
-    if isinstance(value, str):
-        value = _parse(key, value, default)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(f"parameter {key}={value} must be a finite number")
-    return value
-
-
-def _parse(key: str, value: str, default: Any) -> Any:
-    casts = {bool: _bool, int: int, float: float, str: str}.get(type(default), None)
-    try:
-        if casts is not None:
-            return casts(value)
-    except ValueError:
-        raise InputError(f"parameter {key}={value!r} is not a valid {type(default).__name__}") from None
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return None if value.lower() == "none" else value
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError(value)
-
-
 def create(name: str, model, optimizer=None, **kwargs) -> Strategy:
-    """Build a registered strategy; ``kwargs`` are the common runner arguments plus its own parameters."""
-    entry = strategy_entry(name)
+    """Build a registered strategy in your own loop; ``kwargs`` are the common runner arguments plus
+    its own parameters (checked against their declarations, strings converted). clbench's runner
+    looks names up once in ``clbench.run.catalog`` instead, which also knows Avalanche's strategies,
+    import paths and installed plugins."""
+    if name not in REGISTRY:
+        raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(REGISTRY)}")
+    entry = REGISTRY[name]
     own = {k: v for k, v in kwargs.items() if k not in COMMON}
     common = {k: v for k, v in kwargs.items() if k in COMMON}
-    return entry.factory(model, optimizer, **common, **coerce_params(name, own))
+    return entry.factory(model, optimizer, **common, **entry.coerce(own))
 
 
 register("finetune", Finetune, "plain SGD on the stream: the lower bound")
 
 
 def _register_builtin() -> None:
-    from strategies.ewc import EWC
-    from strategies.gem import GEM
-    from strategies.joint import Joint
-    from strategies.nmc import NMC
-    from strategies.replay import ER
-    from strategies.viewbatch import ViewBatch
+    from clbench.strategies.ewc import EWC
+    from clbench.strategies.gem import GEM
+    from clbench.strategies.joint import Joint
+    from clbench.strategies.nmc import NMC
+    from clbench.strategies.replay import ER
+    from clbench.strategies.viewbatch import ViewBatch
 
     register("joint", Joint, "incremental joint training on every task seen so far (full replay)")
     register("joint-offline", Joint, "i.i.d. over all tasks from the start: the upper bound", mode="offline")

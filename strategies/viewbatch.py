@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
+from clbench.scenarios.data import Scenario, Task
+from clbench.strategies.base import Strategy
 from torch.nn import functional as F
 
-from scenarios.data import Scenario, Task
-from scenarios.errors import InputError
-from scenarios.validation import Count, NonNegative, NonNegativeInt, checked
-from strategies.base import Strategy
+from clbench.common.errors import InputError
+from clbench.common.validation import Count, NonNegative, NonNegativeInt, checked
 
 
 def view_consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:

@@ -7,9 +7,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
-from scenarios.data import TensorData
-from scenarios.readers import write_idx
+from clbench.scenarios.data import TensorData
+from clbench.scenarios.readers import write_idx
 
 
 def make_idx_dataset(folder, n_train=60, n_test=30, side=28, gz=True, seed=0):

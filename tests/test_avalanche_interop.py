@@ -6,14 +6,14 @@ import warnings
 
 import pytest
 import torch
+from clbench.scenarios import InputError
+from clbench.strategies import build_model
 
-import scenarios
-from clbench.catalog import coerce_params
-from clbench.evaluator import Evaluator
+from clbench import scenarios
+from clbench.evaluation.evaluator import Evaluator
 from clbench.interop.avalanche import ContinualEvaluationPlugin, _ModelView, make_strategy, to_avalanche
-from clbench.runner import RunConfig, run
-from scenarios import InputError
-from strategies import build_model
+from clbench.run.catalog import lookup
+from clbench.run.runner import RunConfig, run
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -48,10 +48,10 @@ def test_avalanche_strategy_through_the_clbench_runner(tmp_path):
 
 def test_avalanche_names_and_parameters_are_checked():
     with pytest.raises(InputError, match="unknown Avalanche strategy 'Nope'"):
-        coerce_params("avalanche:Nope", {})
+        lookup("avalanche:Nope").coerce({})
     with pytest.raises(InputError, match="has no parameter 'lambda'"):
-        coerce_params("avalanche:EWC", {"lambda": "1"})
-    assert coerce_params("avalanche:Replay", {"mem_size": "50"}) == {"mem_size": 50}
+        lookup("avalanche:EWC").coerce({"lambda": "1"})
+    assert lookup("avalanche:Replay").coerce({"mem_size": "50"}) == {"mem_size": 50}
     with pytest.raises(InputError, match="whole epochs"):
         run(RunConfig(scenario="split-digits", strategy="avalanche:Naive", iterations=10))
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from clbench.scenarios import InputError, permuted, rotated, split
 
-import scenarios
-from scenarios import InputError, permuted, rotated, split
+from clbench import scenarios
 from tests.conftest import synthetic_dataset
 
 
@@ -66,7 +66,7 @@ def test_permutation_is_a_seeded_bijection():
 
 
 def test_permutations_are_bijections():
-    from scenarios.builders import pixel_permutations
+    from clbench.scenarios.builders import pixel_permutations
 
     p = pixel_permutations(64, 5, seed=0)
     for row in p:

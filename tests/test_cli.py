@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from clbench.scenarios import InputError
 
 from clbench.cli import entry
-from clbench.experiment import Experiment, parse_seeds, run_dir, run_experiment
-from clbench.leaderboard import write_leaderboard
-from clbench.plots import plot_all
-from scenarios import InputError
+from clbench.results.leaderboard import write_leaderboard
+from clbench.results.plots import plot_all
+from clbench.sweep.experiment import Experiment, parse_seeds, run_dir, run_experiment
 
 FAST = ["--eval-every", "5", "--epochs", "1", "--quiet", "--no-plots"]
 
@@ -250,7 +250,7 @@ def test_the_readme_own_data_example_runs_verbatim(tmp_path):
 
 
 def test_own_data_is_checked_in_one_line(tmp_path):
-    from scenarios import from_arrays
+    from clbench.scenarios import from_arrays
 
     x = np.zeros((12, 4, 4), dtype=np.uint8)
     y = np.arange(12) % 4
@@ -268,7 +268,7 @@ def test_own_data_is_checked_in_one_line(tmp_path):
 def test_installed_plugins_name_their_own_strategies_and_scenarios(tmp_path):
     """A package declaring entry points in the groups clbench.strategies / clbench.scenarios."""
     (tmp_path / "plugmod.py").write_text(
-        "import numpy as np\nimport scenarios\nfrom strategies import Finetune\n\n"
+        "import numpy as np\nfrom clbench import scenarios\nfrom clbench.strategies import Finetune\n\n"
         "class Plain(Finetune):\n    '''Finetuning, from a plugin.'''\n\n"
         "def blobs(seed=0, val_fraction=0.1, **options):\n"
         "    y = np.repeat(np.arange(4), 20)\n"
@@ -291,10 +291,9 @@ def test_installed_plugins_name_their_own_strategies_and_scenarios(tmp_path):
 
 
 def test_a_scenario_from_torchvision_datasets_and_an_image_folder(tmp_path):
+    from clbench.scenarios import from_datasets
     from PIL import Image
     from torchvision import datasets, transforms
-
-    from scenarios import from_datasets
 
     for split in ("train", "test"):
         for c, name in enumerate(["cat", "dog", "eel", "fox"]):

@@ -9,27 +9,26 @@ import math
 import numpy as np
 import pytest
 
-from clbench.evaluator import AdaptiveSchedule
-from clbench.runner import RunConfig, run
+from clbench.evaluation.schedules import EVALUATE, PROBE, AdaptiveSchedule
+from clbench.run.runner import RunConfig, run
 
 BOUNDS = [(0, 100), (100, 200)]
 
 
 def drive(accuracy, bounds=BOUNDS, **options) -> list[int]:
     """Run the schedule as the runner does; ``accuracy(n)`` gives [task 0, task 1] after update n."""
-    s = AdaptiveSchedule(bounds, band=0.01, probe_drop=0.05, **options)
+    s = AdaptiveSchedule(band=0.01, probe_drop=0.05, **options)
     evaluated = []
-    s.observe(0, accuracy(0), [0], 0)
+    s.observe_accuracy(0, accuracy(0), [0], 0)
     for start, stop in bounds:
         task = bounds.index((start, stop))
+        s.begin_segment(start, stop)
         for n in range(start + 1, stop + 1):
             watched = list(range(task + 1))
-            if s.due(n):
+            action = EVALUATE if n == stop else s.at(n)  # every segment end is evaluated
+            if action == EVALUATE or (action == PROBE and s.observe_probe(n, accuracy(n)[:task + 1])):
                 evaluated.append(n)
-                s.observe(n, accuracy(n), watched, task)
-            elif s.probe_due(n) and s.observe_probe(n, accuracy(n), watched):
-                evaluated.append(n)
-                s.observe(n, accuracy(n), watched, task)
+                s.observe_accuracy(n, accuracy(n), watched, task)
     return evaluated
 
 
@@ -93,7 +92,7 @@ def test_the_oracle_floor_keeps_each_dips_minimum_recovery_and_wf_pair():
     import pandas as pd
 
     from benchmarks.eval_schedule_floor import METRICS, difference, oracle_iterations
-    from clbench import metrics
+    from clbench.evaluation import metrics
 
     # task 0 learned over iterations 1-20 (ends at 0.9); task 1 from 21 to 60: task 0 falls to 0.3
     # at iteration 23 (its WF10 pair: 0.9 at 20, 0.3 at 23), stays there at 24, climbs back and is

@@ -8,20 +8,20 @@ import json
 import pandas as pd
 import pytest
 import torch
+from clbench.scenarios import InputError, split
+from clbench.scenarios.data import TensorData, stratified_split
+from clbench.scenarios.orderings import make_stream
+from clbench.strategies import ER, EWC, GEM, NMC, ViewBatch, augment, build_model, create
+from clbench.strategies.backbones import torchvision_normalisation
+from clbench.strategies.viewbatch import view_consistency_loss
 from torch.nn import functional as F
 
-import scenarios
-from clbench.catalog import strategy_entry
-from clbench.evaluator import Evaluator
-from clbench.experiment import DEFAULT_STRATEGIES
-from clbench.leaderboard import collect, fairness_notes, leaderboard
-from clbench.runner import RunConfig, build_strategy, run
-from scenarios import InputError, split
-from scenarios.data import TensorData, stratified_split
-from scenarios.orderings import make_stream
-from strategies import ER, EWC, GEM, NMC, ViewBatch, augment, build_model, create
-from strategies.backbones import torchvision_normalisation
-from strategies.viewbatch import view_consistency_loss
+from clbench import scenarios
+from clbench.evaluation.evaluator import Evaluator
+from clbench.results.leaderboard import collect, fairness_notes, leaderboard
+from clbench.run.catalog import lookup as strategy_entry
+from clbench.run.runner import RunConfig, resolve_for, run
+from clbench.sweep.experiment import DEFAULT_STRATEGIES
 from tests.conftest import synthetic_dataset
 from tests.test_cli import clbench
 
@@ -56,7 +56,9 @@ def test_budget_is_spent_each_strategys_own_way():
 
 def test_scenario_default_budget_reaches_the_strategy():
     sc = scenarios.build("split-digits", seed=0)
-    strat = build_strategy(RunConfig(strategy="gem").resolved(sc), sc, torch.device("cpu"))
+    run = resolve_for(RunConfig(strategy="gem"), sc)
+    model = build_model("mlp", sc.input_shape, sc.n_classes, hidden=[8])
+    strat = run.entry.build(model, None, setting=sc.setting, task_classes=sc.task_classes, **run.strategy_params)
     assert strat.patterns_per_task == 200 // 5
 
 
@@ -95,7 +97,7 @@ def test_the_lean_flop_count_equals_torchs_flop_counter(model):
     for a training step (forward and backward) and for EWC's Fisher."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from clbench.cost import FlopCount
+    from clbench.evaluation.cost import FlopCount
 
     sc = scenarios.build("split-digits", seed=0)
     ewc = create("ewc", build_model(model, sc.input_shape, 10, **({"hidden": [32]} if model == "mlp" else {})),

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from clbench import loggers
 from clbench.cli import entry
+from clbench.results import trackers as loggers
 
 pytestmark = pytest.mark.slow
 

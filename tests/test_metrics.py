@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clbench import metrics
+from clbench.evaluation import metrics
 
 ROWS = [  # eval_step, iteration, trained_task, {task: accuracy}
     (0, 0, -1, {0: 0.1, 1: 0.2}),

@@ -5,15 +5,14 @@ read from the preset files, so a preset that drifts from its paper fails here.""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
+from clbench.scenarios.registry import scenario_spec
+from clbench.scenarios.sources import dataset_info
 
 from clbench import presets
-from clbench.experiment import Experiment
-from clbench.runner import budgeted_params
-from scenarios.registry import scenario_spec
-from scenarios.sources import dataset_info
+from clbench.run.resolve import resolve
+from clbench.sweep.experiment import Experiment
 from tests.test_cli import clbench
 
 #: per preset: the run settings every run must have, and per strategy the parameters it must run with
@@ -87,20 +86,20 @@ def test_a_preset_runs_with_its_papers_settings(name):
     assert {c.strategy for c in configs} >= set(params)
     for config in configs:
         spec = scenario_spec(config.scenario)
-        resolved = config.resolved(SimpleNamespace(meta={"train": spec.train}))
+        n_tasks = exp.scenario_options.get("n_tasks", spec.args.get("n_tasks"))
+        run = resolve(config, spec.train, n_tasks)
+        resolved, spent = run.config, run.strategy_params
         for key, want in settings.items():
             if key != "seed":
                 assert getattr(resolved, key) == want, (name, config.strategy, key)
-        n_tasks = exp.scenario_options.get("n_tasks", spec.args.get("n_tasks"))
-        spent, _ = budgeted_params(resolved, n_tasks)
         for key, want in params.get(config.strategy, {}).items():
             assert spent.get(key, _default(config.strategy, key)) == want, (name, config.strategy, key)
 
 
 def _default(strategy: str, key: str):
-    from strategies.registry import strategy_entry
+    from clbench.run import catalog
 
-    return strategy_entry(strategy).params()[key]
+    return catalog.lookup(strategy).params()[key]
 
 
 @pytest.mark.parametrize("name", sorted(PAPERS))
@@ -177,8 +176,8 @@ def test_leaderboard_sets_the_published_number_and_our_distance_from_it(tmp_path
     a row without one gets empty cells; the sources are listed under the table."""
     import pandas as pd
 
-    from clbench.experiment import run_experiment
-    from clbench.leaderboard import write_leaderboard
+    from clbench.results.leaderboard import write_leaderboard
+    from clbench.sweep.experiment import run_experiment
 
     folder = tmp_path / "presets"
     folder.mkdir()

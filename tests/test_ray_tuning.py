@@ -8,11 +8,11 @@ import shutil
 
 import pandas as pd
 import pytest
+from clbench.scenarios.sources import DATASETS
 
 from clbench.cli import entry
-from clbench.experiment import load_toml
-from clbench.tuning import parse_space
-from scenarios.sources import DATASETS
+from clbench.sweep.experiment import load_toml
+from clbench.sweep.tuning import parse_space
 
 # one worker holds the session's Ray instance when the suite runs in parallel (pytest -n)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]

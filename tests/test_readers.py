@@ -2,10 +2,10 @@ import gzip
 
 import numpy as np
 import pytest
+from clbench.scenarios import InputError, load_dataset
+from clbench.scenarios.readers import read_idx, write_idx
+from clbench.scenarios.sources import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
 
-from scenarios import InputError, load_dataset
-from scenarios.readers import read_idx, write_idx
-from scenarios.sources import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
 from tests.conftest import make_cifar10, make_cifar100, make_idx_dataset
 
 
@@ -79,7 +79,7 @@ def test_cifar100_pickles(tmp_path):
 def test_cifar10_pickles_and_the_split_cifar10_scenario(tmp_path):
     """Five training batches concatenated in order; the scenario is 5 tasks of 2 classes; a folder
     without the batches says which files to put where."""
-    import scenarios
+    from clbench import scenarios
 
     arrays = make_cifar10(tmp_path)
     train, test, names = load_cifar10(root=tmp_path)
@@ -108,11 +108,11 @@ def test_digits_come_from_scikit_learns_file_without_importing_it():
     import subprocess
     import sys
 
-    code = ("import sys; from scenarios.sources import load_digits; tr, te, names = load_digits(); "
+    code = ("import sys; from clbench.scenarios.sources import load_digits; tr, te, names = load_digits(); "
             "print(len(tr), len(te), int(tr.x.max()), 'sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1438", "359", "255", "False"]
-    from scenarios.sources import load_digits
+    from clbench.scenarios.sources import load_digits
 
     train, test, names = load_digits()
     again = load_digits()[1]

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from scenarios.sources import DATASETS
+from clbench.scenarios.sources import DATASETS
 
 pytestmark = pytest.mark.slow
 

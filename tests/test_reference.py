@@ -25,8 +25,8 @@ PINNED = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 RERUN = """
 import json, sys
-from clbench.io import _json_safe
-from clbench.runner import RunConfig, run
+from clbench.common.io import _json_safe
+from clbench.run.runner import RunConfig, run
 print(json.dumps(_json_safe(run(RunConfig(**json.loads(sys.argv[1]))).summary)))
 """
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from clbench.scenarios import InputError
+from clbench.scenarios.readers import write_idx
 
-from clbench import executors
 from clbench.cli import entry
-from clbench.experiment import Experiment, Interrupted, run_dir, run_experiment
-from clbench.leaderboard import people_table, to_text, write_leaderboard
-from clbench.metrics import diverged_at
-from clbench.plots import _load
-from clbench.runner import RunConfig
-from scenarios import InputError
-from scenarios.readers import write_idx
+from clbench.evaluation.metrics import diverged_at
+from clbench.results.leaderboard import people_table, to_text, write_leaderboard
+from clbench.results.plots import _load
+from clbench.run.runner import RunConfig
+from clbench.sweep import executors
+from clbench.sweep.experiment import Experiment, Interrupted, run_dir, run_experiment
 from tests.conftest import make_cifar100, make_idx_dataset
 
 TINY = ["--strategy", "finetune", "--seeds", "0", "--iterations", "3", "--eval-every", "3", "--eval-subset", "10",
@@ -192,8 +192,8 @@ def test_report_and_plot_on_corrupt_result_files_are_one_line(capsys, tmp_path, 
 
 @pytest.fixture
 def exploding_strategy(monkeypatch):
-    from strategies import registry
-    from strategies.base import Finetune
+    from clbench.strategies import registry
+    from clbench.strategies.base import Finetune
 
     class Explodes(Finetune):
         name = "explodes"
@@ -399,20 +399,19 @@ def test_result_files_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
 
 
 def test_direct_construction_checks_the_same_declarations():
+    from clbench.strategies.replay import ER
     from torch import nn
-
-    from strategies.replay import ER
 
     with pytest.raises(InputError, match="mem_size=-1: input should be greater than or equal to 0"):
         ER(nn.Linear(2, 2), mem_size=-1)
     with pytest.raises(InputError, match="run: seed=-1"):
-        from clbench.runner import run
+        from clbench.run.runner import run
 
         run(RunConfig(seed=-1))
 
 
 def test_default_jobs_fill_the_cores_on_cpu_and_one_on_a_gpu():
-    from clbench.processes import default_jobs
+    from clbench.sweep.processes import default_jobs
 
     cores = len(os.sched_getaffinity(0))
     assert default_jobs(1) == cores and default_jobs(cores) == 1 and default_jobs(4 * cores) == 1

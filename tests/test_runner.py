@@ -3,20 +3,31 @@ import json
 
 import pytest
 import torch
+from clbench.strategies import Finetune, build_model
 
-import scenarios
-from clbench.evaluator import Evaluator, Schedule
-from clbench.io import RUN_FILES
-from clbench.runner import RunConfig, run
-from strategies import Finetune, build_model
+from clbench import scenarios
+from clbench.common.io import RUN_FILES
+from clbench.evaluation.evaluator import Evaluator
+from clbench.evaluation.schedules import EVALUATE, Schedule
+from clbench.run.runner import RunConfig, run
+
+
+def evaluated(schedule: Schedule, bounds: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """The iterations a loop evaluates with ``schedule`` (and those where it evaluates every task):
+    the protocol's fixed points (0 and every segment end) and what the schedule asks for."""
+    every_task, points = [0], [0]
+    for start, stop in bounds:
+        schedule.begin_segment(start, stop)
+        points += [n for n in range(start + 1, stop) if schedule.at(n) == EVALUATE] + [stop]
+        every_task.append(stop)
+    return points, every_task
 
 
 def test_schedule_points():
-    s = Schedule([(0, 10), (10, 20)], every=4, dense_after_switch=2)
-    due = [n for n in range(21) if s.due(n)]
+    due, full = evaluated(Schedule(every=4, dense_after_switch=2), [(0, 10), (10, 20)])
     assert due == [0, 1, 2, 4, 8, 10, 11, 12, 16, 20]
-    assert [n for n in range(21) if s.full(n)] == [0, 10, 20]
-    assert [n for n in range(21) if Schedule([(0, 10), (10, 20)], None).due(n)] == [0, 10, 20]
+    assert full == [0, 10, 20]
+    assert evaluated(Schedule(None), [(0, 10), (10, 20)])[0] == [0, 10, 20]
 
 
 def test_evaluator_accuracy_matches_brute_force_and_restores_mode():

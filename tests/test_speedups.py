@@ -8,12 +8,12 @@ import filecmp
 import pandas as pd
 import pytest
 import torch
+from clbench.strategies import create
+from clbench.strategies.registry import REGISTRY
+from clbench.strategies.replay import _Reservoir
 from torch import nn
 
-from clbench.runner import RunConfig, run
-from strategies import create
-from strategies.registry import REGISTRY
-from strategies.replay import _Reservoir
+from clbench.run.runner import RunConfig, run
 
 
 def _gem_with_memory(model, setting: str):
@@ -131,7 +131,7 @@ def test_every_strategy_gives_byte_identical_curves_for_the_same_seed(tmp_path, 
 
 
 def test_merged_separate_ewc_penalty_equals_the_sum_of_per_task_penalties():
-    from strategies.ewc import EWC
+    from clbench.strategies.ewc import EWC
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
@@ -163,7 +163,7 @@ def test_plots_are_drawn_in_parallel_only_where_no_fork_server_has_to_start(monk
     that imported torch without one draws by itself instead of paying the server's preloads."""
     import sys
 
-    from clbench import processes
+    from clbench.sweep import processes
 
     monkeypatch.setattr(processes, "_server_started", False)
     assert processes.drawing_context() is None  # torch is imported here

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
+from clbench.scenarios import InputError, Task, TensorData
+from clbench.strategies import EWC, GEM, Finetune, create
+from clbench.strategies.gem import project_gradient
+from clbench.strategies.replay import ReplayBuffer
 from torch import nn
 
-from clbench.runner import RunConfig, run
-from scenarios import InputError, Task, TensorData
-from strategies import EWC, GEM, Finetune, create
-from strategies.gem import project_gradient
-from strategies.replay import ReplayBuffer
+from clbench.run.runner import RunConfig, run
 
 
 def _final(strategy, seeds=(0, 1, 2), **kw):
@@ -194,7 +194,7 @@ def test_fast_linear_fisher_equals_per_sample_gradients(variant, setting):
 
 @pytest.mark.parametrize("setting", ["class-il", "task-il", "domain-il"])
 def test_every_strategy_runs_in_every_setting(setting):
-    from strategies.registry import REGISTRY
+    from clbench.strategies.registry import REGISTRY
 
     for name in REGISTRY:
         res = run(RunConfig(scenario="split-digits", strategy=name, seed=0, iterations=4, batch_size=16,
@@ -206,7 +206,7 @@ def test_every_strategy_runs_in_every_setting(setting):
 
 
 def test_er_task_end_update_keeps_only_past_tasks_in_memory():
-    from scenarios import build
+    from clbench.scenarios import build
 
     sc = build("split-digits", seed=0)
     er = create("er", nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), mem_size=40, buffer="class-balanced",

@@ -14,8 +14,8 @@ import pytest
 from scipy import stats
 
 from clbench.cli import entry
-from clbench.experiment import Experiment, run_experiment
-from clbench.leaderboard import binomial_se, ci95, paired_t_pvalue, people_table, to_latex, write_leaderboard
+from clbench.results.leaderboard import binomial_se, ci95, paired_t_pvalue, people_table, to_latex, write_leaderboard
+from clbench.sweep.experiment import Experiment, run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 - ``to_avalanche(scenario)``: an Avalanche benchmark with the same tasks, class order and test
   sets (normalised tensors; task labels = task ids in task-il, 0 otherwise).
-- ``train_avalanche``: any Avalanche strategy (``--strategy avalanche:EWC``) trained in
-  Avalanche's own loop on the run's model and optimiser, with clbench's evaluator plugged in, so
-  it gets per-iteration evaluation and the stability-gap metrics.
+- What clbench knows about Avalanche's strategies (names, parameters, how each spends a memory
+  budget, what it holds): the catalog (``clbench.run.catalog``) reads it, and the Avalanche
+  training loop (``clbench.run.avalanche_loop``) runs them with clbench's evaluator plugged in.
 - ``ContinualEvaluationPlugin``: clbench's evaluator as an Avalanche plugin for people who keep
   their Avalanche loop. It evaluates the model directly on the preloaded tensors; it never calls
   ``strategy.eval()``, which would rebuild data loaders and evaluate whole streams.
@@ -16,16 +16,14 @@ inside the functions that need it.
 from __future__ import annotations
 
 import inspect
-import math
 import time
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 
-from scenarios.data import Scenario
-from scenarios.errors import InputError
+from clbench.common.errors import InputError
+from clbench.scenarios.data import Scenario
 
 #: the Avalanche strategies that fit clbench's loop. ICaRL does not: its nearest-mean-of-exemplars
 #: classifier exists only after the first experience, so it cannot be evaluated from iteration 0.
@@ -108,7 +106,7 @@ class _ModelView:
     """What clbench's evaluator needs from a strategy: the model and masked logits."""
 
     def __init__(self, model, setting: str, task_classes: list[list[int]], n_classes: int):
-        from strategies.base import Strategy
+        from clbench.strategies.base import Strategy
 
         self.model = model
         self._masker = Strategy(model, setting=setting, task_classes=task_classes, n_classes=n_classes)
@@ -141,24 +139,24 @@ class ContinualEvaluationPlugin:
     def create(scenario: Scenario, *, eval_every: int | None = 1, eval_subset: int | str = 1000,
                eval_resample: bool = False, dense_after_switch: int = 0, seed: int = 0, device="cpu",
                precision: str = "fp32", progress=None, split: str = "test", meter=None):
-        from clbench.evaluator import Evaluator, subset_size
+        from clbench.evaluation.evaluator import Evaluator, subset_size
+        from clbench.evaluation.schedules import Schedule
 
         base = _plugin_base()
 
         class _Plugin(base):
             def __init__(self):
                 super().__init__()
-                if eval_every is not None and eval_every < 1:
-                    raise InputError(f"eval_every must be at least 1, not {eval_every}")
-                self.scenario, self.eval_every, self.dense = scenario, eval_every, dense_after_switch
+                #: the periodic rule of clbench's own loop (``clbench.evaluation.schedules``)
+                self.schedule = Schedule(eval_every, dense_after_switch)
+                self.scenario = scenario
                 self.evaluator = Evaluator(scenario, subset=subset_size(eval_subset), resample=eval_resample,
                                            seed=seed, device=device, precision=precision, split=split)
-                #: a clbench.cost.CostMeter counting the FLOPs of sampled iterations (optional)
+                #: a clbench.evaluation.cost.CostMeter counting the FLOPs of sampled iterations (optional)
                 self.meter = meter
                 self.view = None
                 self.iteration = 0
                 self.phase = -1
-                self.exp_start = 0
                 self.current = 0
                 self.eval_seconds = 0.0
                 self.losses: list[torch.Tensor] = []
@@ -182,7 +180,7 @@ class ContinualEvaluationPlugin:
                 if not self.evaluator.history:
                     self._evaluate(strategy, self.evaluator.n_tasks, -1)
                 self.phase = max(self.phase, self.current)
-                self.exp_start = self.iteration
+                self.schedule.begin_segment(self.iteration)
 
             def before_training_iteration(self, strategy, **kwargs):
                 self._t0 = time.perf_counter()
@@ -196,9 +194,7 @@ class ContinualEvaluationPlugin:
                 self.losses.append(strategy.loss.detach().reshape(()))
                 self.tasks.append(self.current)
                 self.iter_seconds.append(time.perf_counter() - self._t0)
-                n = self.iteration
-                dense = n - self.exp_start <= self.dense
-                if dense or (self.eval_every is not None and n % self.eval_every == 0):
+                if self.schedule.at(self.iteration):
                     self._evaluate(strategy, self.phase + 1, self.current)
 
             def after_training_exp(self, strategy, **kwargs):
@@ -211,12 +207,12 @@ class ContinualEvaluationPlugin:
             def log(self):
                 import pandas as pd
 
-                from clbench import metrics
+                from clbench.evaluation import metrics
 
                 return pd.DataFrame(self.evaluator.log_rows(), columns=metrics.LOG_COLUMNS)
 
             def summary(self) -> dict:
-                from clbench import metrics
+                from clbench.evaluation import metrics
 
                 return metrics.summarize(self.log())
 
@@ -246,56 +242,7 @@ def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, 
         raise InputError(f"avalanche:{name}: {e}") from None
 
 
-def train_avalanche(config, scenario: Scenario, device, progress=None, check_only: bool = False):
-    """The runner's Avalanche path: same model, optimiser, batch size, epochs and test subsets."""
-    from clbench.cost import CostMeter
-    from clbench.runner import Trained, budgeted_params, build_model_and_optimizer, run_cost
-
-    if config.augment != "none":
-        raise InputError(f"avalanche:* strategies train on clbench's tensors without augmentation; "
-                         f"use --augment none (this experiment asks for {config.augment!r})")
-    if config.iterations is not None or config.epochs is None or config.epochs != int(config.epochs):
-        raise InputError("Avalanche strategies train whole epochs: give --epochs N (not --iterations)")
-    if config.ordering != "sequential":
-        raise InputError("Avalanche strategies run on sequential streams only")
-    name = config.strategy.split(":", 1)[1]
-    model, optimizer = build_model_and_optimizer(config, scenario, device)
-    per_exp = [int(config.epochs) * math.ceil(len(t.train) / config.batch_size) for t in scenario.tasks]
-    ends = np.cumsum(per_exp).tolist()
-    meter = CostMeter([(int(e - n), int(e)) for e, n in zip(ends, per_exp)])
-    plugin = ContinualEvaluationPlugin.create(scenario, eval_every=config.eval_every, eval_subset=config.eval_subset,
-                                              eval_resample=config.eval_resample,
-                                              dense_after_switch=config.dense_after_switch, seed=config.seed,
-                                              device=device, precision=config.eval_precision, progress=progress,
-                                              split=config.eval_on, meter=meter)
-    params, _ = budgeted_params(config, len(scenario.tasks))
-    torch.manual_seed(config.seed)
-    strategy = make_strategy(name, model, optimizer, batch_size=config.batch_size, epochs=int(config.epochs),
-                             device=device, plugins=[plugin], params=params)
-    if check_only:
-        return None
-    bm = to_avalanche(scenario)
-    # Avalanche 0.6 resets the warning filters inside its own deprecated calls, so its
-    # DeprecationWarnings are recorded here (and dropped) rather than filtered
-    with warnings.catch_warnings(record=True):
-        for exp in bm.train_stream:
-            strategy.train(exp, num_workers=0)
-    losses = torch.stack(plugin.losses).float().cpu().numpy() if plugin.losses else np.zeros(0)
-    capacity = _capacity(name, params, len(scenario.tasks))
-    held = _memory_held(strategy)
-    cost = run_cost(meter, held, model, config.strategy)
-    cost["flop_counting"]["consolidation_flops"] = "not counted (inside Avalanche's loop)"
-    return Trained(plugin.evaluator, losses, np.array(plugin.tasks), np.array(plugin.iter_seconds),
-                   plugin.eval_seconds, {"name": config.strategy, "library": "avalanche-lib 0.6.0",
-                                         "setting": scenario.setting, **params,
-                                         **({"memory_capacity": capacity} if capacity else {})},
-                   {"ordering": "avalanche data loaders", "batch_size": config.batch_size,
-                    "epochs": config.epochs, "iterations_total": len(losses),
-                    "iterations_per_epoch_clbench": [math.ceil(len(t.train) / config.batch_size)
-                                                     for t in scenario.tasks]}, cost)
-
-
-def _capacity(name: str, params: dict, n_tasks: int) -> int | None:
+def capacity(name: str, params: dict, n_tasks: int) -> int | None:
     """Samples an Avalanche strategy may hold, from the parameter that sets its memory."""
     if name not in _MEMORY:
         return None
@@ -306,7 +253,7 @@ def _capacity(name: str, params: dict, n_tasks: int) -> int | None:
     return int(value) if how == "total" else int(value) * n_tasks
 
 
-def _memory_held(strategy) -> tuple[int, int]:
+def memory_held(strategy) -> tuple[int, int]:
     """``(samples, bytes)`` in an Avalanche strategy's memory, read from its plugins' buffers
     (Replay-style storage policies, GEM's and AGEM's per-experience tensors)."""
     samples = nbytes = 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-from scenarios.errors import InputError
+from clbench.common.errors import InputError
 
 FOLDER = Path(__file__).parent
 #: the metrics a published number can be (the leaderboard's columns of the same name)
@@ -68,9 +68,8 @@ def load(name: str) -> Preset:
 def missing_data(preset: Preset, scenarios: list[str] | None = None, root: str | None = None) -> str | None:
     """None when the data of every scenario (the preset's, or ``scenarios``) is here (under ``root``
     if given), else one line saying which files to put where."""
-    from scenarios.own import is_own
-    from scenarios.registry import scenario_spec
-    from scenarios.sources import dataset_info
+    from clbench.scenarios.registry import is_own, scenario_spec
+    from clbench.scenarios.sources import dataset_info
 
     for scenario in scenarios or preset.experiment.get("scenarios", []):
         if is_own(scenario):

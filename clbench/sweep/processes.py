@@ -11,7 +11,7 @@ import sys
 #: what every worker needs, imported once in the fork server instead of once per worker (torch,
 #: the runner and its strategies, torch._dynamo, which the first optimiser step imports, and the
 #: plots): about 5 s per process on this project's 2-core machines
-PRELOAD = ["clbench.runner", "torch._dynamo", "clbench.plots"]
+PRELOAD = ["clbench.run.runner", "torch._dynamo", "clbench.results.plots"]
 
 
 def usable_cores() -> int:

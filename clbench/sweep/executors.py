@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clbench import io
-from clbench.io import ERROR_FILE
-from clbench.processes import start_worker_server, worker_context
-from clbench.runner import RunConfig, run
-from scenarios.errors import InputError
+from clbench.common import io
+from clbench.common.errors import InputError
+from clbench.common.io import ERROR_FILE
+from clbench.run.resolve import ResolvedRun
+from clbench.run.runner import run
+from clbench.run.settings import RunConfig
+from clbench.sweep.processes import start_worker_server, worker_context
 
 
 @dataclass
@@ -48,7 +50,13 @@ class Outcome:
 ATTEMPTS = 2
 
 
-def run_guarded(config: RunConfig, out: str | Path, progress=None, attempts: int = ATTEMPTS) -> Outcome:
+def plain(config: RunConfig | ResolvedRun) -> RunConfig:
+    """The run's settings, whether it comes resolved (an experiment's) or not."""
+    return config.config if isinstance(config, ResolvedRun) else config
+
+
+def run_guarded(config: RunConfig | ResolvedRun, out: str | Path, progress=None, attempts: int = ATTEMPTS
+                ) -> Outcome:
     """Run one configuration, trying again once if it raises; the last exception is written to
     ``out/error.json`` (with its traceback) and returned, not raised, so one failing run never ends
     a sweep. The folder stays incomplete, so the next invocation retries it; a success replaces the
@@ -56,34 +64,35 @@ def run_guarded(config: RunConfig, out: str | Path, progress=None, attempts: int
     out = Path(out)
     for _ in range(attempts):
         try:
-            return Outcome(config, out, summary=run(config, out, progress=progress).summary)
+            return Outcome(plain(config), out, summary=run(config, out, progress=progress).summary)
         except Exception as e:  # noqa: BLE001 - any failure of a run is recorded, KeyboardInterrupt is not
             error = f"{type(e).__name__}: {e}".strip().splitlines()[0]
             trace = traceback.format_exc()
     record_failure(config, out, error, trace, attempts)
-    return Outcome(config, out, error=error)
+    return Outcome(plain(config), out, error=error)
 
 
-def record_failure(config: RunConfig, out: Path, error: str, trace: str, attempts: int) -> None:
-    io.write_json(out / ERROR_FILE, {"error": error, "traceback": trace, "attempts": attempts, "run": config.to_dict(),
+def record_failure(config: RunConfig | ResolvedRun, out: Path, error: str, trace: str, attempts: int) -> None:
+    io.write_json(out / ERROR_FILE, {"error": error, "traceback": trace, "attempts": attempts,
+                                     "run": plain(config).to_dict(),
                                      "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
-def died(config: RunConfig, out: Path, why: str) -> Outcome:
+def died(config: RunConfig | ResolvedRun, out: Path, why: str) -> Outcome:
     """The outcome of a run whose worker process died on every attempt (killed, out of memory)."""
     error = f"worker process died on each of {ATTEMPTS} attempts: {why}"
     record_failure(config, out, error, "", ATTEMPTS)
-    return Outcome(config, out, error=error)
+    return Outcome(plain(config), out, error=error)
 
 
-def serial(todo: list[tuple[RunConfig, Path]], progress_for: Callable[[RunConfig], Any] | None = None
-           ) -> Iterator[Outcome]:
+#: runs to do and their folders
+Todo = list[tuple[RunConfig | ResolvedRun, Path]]
+
+
+def serial(todo: Todo, progress_for: Callable[[RunConfig], Any] | None = None) -> Iterator[Outcome]:
     """Runs one after the other in this process (per-run progress bars)."""
     for config, out in todo:
-        yield run_guarded(config, out, progress_for(config) if progress_for else None)
-
-
-Todo = list[tuple[RunConfig, Path]]
+        yield run_guarded(config, out, progress_for(plain(config)) if progress_for else None)
 
 
 def start_pool(jobs: int):
@@ -141,7 +150,8 @@ def _pool_round(todo: Todo, jobs: int):
                     pool.shutdown(wait=False, cancel_futures=True)
                     return list(running.values()), waiting
                 except Exception as e:  # noqa: BLE001 - the run could not be handed to a worker
-                    outcome = Outcome(*running[f], error=f"could not run in a worker: {type(e).__name__}: {e}")
+                    config, out = running[f]
+                    outcome = Outcome(plain(config), out, error=f"could not run in a worker: {type(e).__name__}: {e}")
                 del running[f]
                 yield outcome
     except BaseException:
@@ -214,15 +224,17 @@ def ray_tasks(todo: Todo, cpus_per_run: float = 1, gpus_per_run: float = 0) -> I
                 except ray.exceptions.RayError as e:
                     yield died(config, out, str(e).strip().splitlines()[0])
                     continue
-                yield dataclasses.replace(outcome, config=config, out=out)
+                yield dataclasses.replace(outcome, config=plain(config), out=out)
     except BaseException:
         for ref in refs:
             ray.cancel(ref, force=True)
         raise
 
 
-def _portable(config: RunConfig) -> RunConfig:
+def _portable(config: RunConfig | ResolvedRun) -> RunConfig | ResolvedRun:
     """The config with its data folder absolute: a Ray worker need not share the driver's cwd."""
-    if config.data_root is None:
+    settings = plain(config)
+    if settings.data_root is None:
         return config
-    return dataclasses.replace(config, data_root=str(Path(config.data_root).resolve()))
+    settings = dataclasses.replace(settings, data_root=str(Path(settings.data_root).resolve()))
+    return dataclasses.replace(config, config=settings) if isinstance(config, ResolvedRun) else settings

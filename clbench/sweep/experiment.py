@@ -21,22 +21,19 @@ from typing import Annotated, Any
 import tomllib
 from pydantic import AfterValidator, Field
 
-from clbench import io, progress
-from clbench.catalog import coerce_params, strategy_entry
-from clbench.io import is_complete
-from clbench.runner import RunConfig, RunSettings, build_scenario, check_run, validated
-from scenarios.errors import InputError
-from scenarios.own import is_own, scenario_factory
-from scenarios.registry import scenario_spec
-from scenarios.validation import Count, NonNegativeInt
+from clbench.common import io, progress
+from clbench.common.errors import InputError
+from clbench.common.io import is_complete
+from clbench.common.validation import Count, NonNegativeInt
+from clbench.run import catalog
+from clbench.run.resolve import ResolvedRun
+from clbench.run.settings import RunConfig, RunSettings, per_strategy_settings, setting_names, validated
+from clbench.scenarios.own import scenario_factory
+from clbench.scenarios.registry import is_own, scenario_spec
 
 DEFAULT_STRATEGIES = ["finetune", "joint", "joint-offline", "er", "ewc", "gem", "nmc", "vb-er"]
 #: the settings that must match for two invocations to share one experiment folder
-RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings) if f.name not in ("device", "data_root")) + (
-    "device_type", "params", "strategy_settings", "orderings")
-#: run settings one strategy may set for itself (its tuned or published optimiser settings); the
-#: data, budget, model and evaluation stay the experiment's, the same for every row of a table
-PER_STRATEGY_SETTINGS = ("lr", "momentum", "optimizer", "batch_size")
+RUN_SETTINGS = setting_names("numbers", "bits") + ("device_type", "params", "strategy_settings", "orderings")
 
 
 @dataclass
@@ -49,7 +46,7 @@ class Experiment(RunSettings):
     seeds: Seeds = field(default_factory=lambda: [0, 1, 2])
     #: per strategy: {"er": {"mem_size": 500}}; the key "*" applies to every strategy that has the parameter
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: per strategy, optimiser settings of its own (``PER_STRATEGY_SETTINGS``): {"ewc": {"lr": 0.05}}
+    #: per strategy, optimiser settings of its own (``per_strategy_settings()``): {"ewc": {"lr": 0.05}}
     strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: run every (scenario, strategy, seed) over this many seeded orderings (class order + stream);
     #: with more than one, the class order defaults to "seed"
@@ -64,43 +61,56 @@ class Experiment(RunSettings):
         return validated(cls, dict(values), what)
 
     def validate(self) -> Experiment:
+        """The experiment with every value checked and converted to its declared type (``checked``)."""
+        return self.checked()[0]
+
+    def checked(self) -> tuple[Experiment, list[ResolvedRun]]:
         """Everything a run checks before its first update, for every scenario x strategy, so a bad
         value fails now and not after hours of other runs (and before anything is written). Returns
-        the experiment with every value checked and converted to its declared type."""
+        the experiment with every value checked and converted to its declared type, and its runs
+        resolved once (``clbench.run.resolve``): the workers train them as they are."""
+        from clbench.run.parts import build_scenario
+        from clbench.run.runner import check_run, resolve_for
+
         exp = validated(Experiment, dataclasses.asdict(self), "experiment")
         if exp.eval_on == "val" and float(exp.val_fraction) == 0.0:
             raise InputError("--eval-on val needs a validation split: --val-fraction must be > 0")
         for s in exp.scenarios:
             scenario_factory(s) if is_own(s) else scenario_spec(s)
         for s in exp.strategies:
-            strategy_entry(s)
+            catalog.lookup(s)
         for key, values in exp.params.items():
             targets = exp.strategies if key == "*" else [key]
             if key != "*" and key not in exp.strategies:
                 raise InputError(f"--param {key}.<name> given, but strategy {key} is not part of this experiment")
             for k in values:
-                if not any(k in strategy_entry(t).params() for t in targets):
+                if not any(k in catalog.lookup(t).params() for t in targets):
                     raise InputError(f"no strategy in this experiment has a parameter {k!r}")
         for s in exp.strategies:
             for values, _ in sweep(exp.strategy_params(s)):
-                coerce_params(s, values)
+                catalog.lookup(s).coerce(values)
+        own = per_strategy_settings()
         for s, values in exp.strategy_settings.items():
             if s not in exp.strategies:
                 raise InputError(f"strategy_settings for {s}, but strategy {s} is not part of this experiment")
-            other = sorted(set(values) - set(PER_STRATEGY_SETTINGS))
+            other = sorted(set(values) - set(own))
             if other:
                 raise InputError(f"strategy_settings.{s}: {', '.join(other)} cannot differ between strategies "
-                                 f"(only {', '.join(PER_STRATEGY_SETTINGS)} can)")
+                                 f"(only {', '.join(own)} can)")
             validated(RunSettings, {**exp.settings(), **values}, f"strategy_settings.{s}")
-        first = {(c.scenario, c.strategy): c for c in reversed(exp.run_configs())}
-        for s in exp.scenarios:  # missing or malformed data, bad scenario options
-            scenario = build_scenario(first[s, exp.strategies[0]])
-            for st in exp.strategies:  # the model, budget, stream, evaluator and schedule of each strategy
-                check_run(first[s, st], scenario)
-        return exp
+        built, checked, runs = {}, set(), []
+        for c in exp.run_configs():
+            if c.scenario not in built:  # missing or malformed data, bad scenario options
+                built[c.scenario] = build_scenario(c)
+            run = resolve_for(c, built[c.scenario])
+            if (c.scenario, c.strategy) not in checked:  # the model, budget, stream, evaluator and schedule
+                checked.add((c.scenario, c.strategy))
+                check_run(run, built[c.scenario])
+            runs.append(run)
+        return exp, runs
 
     def strategy_params(self, strategy: str) -> dict[str, Any]:
-        own = strategy_entry(strategy).params()
+        own = catalog.lookup(strategy).params()
         shared = {k: v for k, v in self.params.get("*", {}).items() if k in own}
         return {**shared, **self.params.get(strategy, {})}
 
@@ -327,16 +337,17 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
     Returns counts of runs done, skipped and failed, and the failures' outcomes.
 
     ``executor(todo)`` (optional) yields an ``Outcome`` per ``(config, out)`` pair; the default is
-    this process (``jobs=1``) or a local process pool. ``log`` names trackers (``clbench.loggers``)
+    this process (``jobs=1``) or a local process pool. ``log`` names trackers (``clbench.results.trackers``)
     that each run is logged to as it finishes."""
-    from clbench import executors, loggers
+    from clbench.results import trackers as loggers
+    from clbench.sweep import executors
 
     loggers.check_trackers(list(log))
-    exp = exp.validate()
+    exp, runs = exp.checked()
     check_output(root)
     prepare_folder(exp, root, force)
-    configs = exp.run_configs()
-    todo = [(c, run_dir(root, c)) for c in configs if force or not is_complete(run_dir(root, c))]
+    configs = [r.config for r in runs]
+    todo = [(r, run_dir(root, r.config)) for r in runs if force or not is_complete(run_dir(root, r.config))]
     if executor is None:
         executor = (lambda t: executors.serial(t, lambda c: _run_bar(c, show_progress))) \
             if jobs <= 1 or len(todo) <= 1 else (lambda t: executors.process_pool(t, jobs))
@@ -383,7 +394,7 @@ def _run_bar(config: RunConfig, show: bool):
         return None
     from tqdm import tqdm
 
-    from clbench.evaluator import Evaluator
+    from clbench.evaluation.evaluator import Evaluator
 
     state = {"bar": None, "last": 0.0}
 

@@ -33,13 +33,14 @@ import numpy as np
 import pandas as pd
 import tomllib
 
-from clbench import io
-from clbench.catalog import strategy_entry
-from clbench.experiment import PER_STRATEGY_SETTINGS, Experiment, run_dir, to_toml
-from clbench.io import is_complete
-from clbench.runner import RunConfig, RunSettings, build_scenario, run, validated
-from scenarios.errors import InputError
-from strategies.registry import coerce_params
+from clbench.common import io
+from clbench.common.errors import InputError
+from clbench.common.io import is_complete
+from clbench.run import catalog
+from clbench.run.parts import build_scenario
+from clbench.run.runner import run
+from clbench.run.settings import RunConfig, RunSettings, per_strategy_settings, validated
+from clbench.sweep.experiment import Experiment, run_dir, to_toml
 
 #: a search space's dimension kinds: ``kind:args`` on the command line
 KINDS = {"uniform": "uniform:LOW:HIGH", "loguniform": "loguniform:LOW:HIGH", "randint": "randint:LOW:HIGH (inclusive)",
@@ -199,7 +200,7 @@ class Tuning:
                 raise InputError(f"--space {d.text()}: strategy {d.strategy} is not being tuned")
             if not any(self._applies(d, s) for s in t.experiment.strategies):
                 raise InputError(f"--space {d.text()}: no tuned strategy has a parameter {d.name!r} "
-                                 f"(run settings: {', '.join(PER_STRATEGY_SETTINGS)})")
+                                 f"(run settings: {', '.join(per_strategy_settings())})")
         if t.search == "grid" and any(d.kind not in ("choice", "grid") for d in t.space):
             raise InputError("--search grid needs every --space dimension to be choice: or grid:")
         if t.search == "optuna":
@@ -212,10 +213,10 @@ class Tuning:
         for s in t.experiment.strategies:  # every value the search may draw must be valid
             for d in t.dimensions(s):
                 for v in d.candidates():
-                    if d.name in PER_STRATEGY_SETTINGS:
+                    if d.name in per_strategy_settings():
                         validated(RunSettings, {**t.experiment.settings(), d.name: v}, f"--space {d.text()}")
                     else:
-                        coerce_params(s, {d.name: v})
+                        catalog.lookup(s).coerce({d.name: v})
         t.phase_experiment("tune").validate()
         t.phase_experiment("evaluate").validate()
         if t.protocol == "gtep":
@@ -227,7 +228,7 @@ class Tuning:
     def _applies(d: Dimension, strategy: str) -> bool:
         if d.strategy not in ("*", strategy):
             return False
-        return d.name in PER_STRATEGY_SETTINGS or d.name in strategy_entry(strategy).params()
+        return d.name in per_strategy_settings() or d.name in catalog.lookup(strategy).params()
 
     def dimensions(self, strategy: str) -> list[Dimension]:
         """The dimensions searched for ``strategy`` (a strategy-specific one overrides a shared one)."""
@@ -279,8 +280,8 @@ def _same_configuration(a: RunConfig, b: RunConfig) -> None:
 
 def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Searched values as (strategy parameters, the strategy's own optimiser settings)."""
-    return ({k: v for k, v in values.items() if k not in PER_STRATEGY_SETTINGS},
-            {k: v for k, v in values.items() if k in PER_STRATEGY_SETTINGS})
+    return ({k: v for k, v in values.items() if k not in per_strategy_settings()},
+            {k: v for k, v in values.items() if k in per_strategy_settings()})
 
 
 def trial_key(strategy: str, values: dict[str, Any]) -> str:
@@ -354,7 +355,7 @@ def tune_strategy(t: Tuning, strategy: str, root: Path, cpus: float, gpus: float
     _quiet_tune()
     from ray import tune
 
-    from clbench.progress import progress
+    from clbench.common.progress import progress
 
     exp = t.phase_experiment("tune")
     space, search, samples = search_strategy(t, strategy)
@@ -491,9 +492,9 @@ def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: st
     test data, fresh seeds). Writes tuning.csv, chosen.toml and evaluation/ (an experiment folder
     whose leaderboard has both phases' ranks). Resumes from the run folders; a finished tuning is
     read back without starting Ray."""
-    from clbench import executors
-    from clbench.experiment import check_output, run_experiment
-    from clbench.leaderboard import write_leaderboard
+    from clbench.results.leaderboard import write_leaderboard
+    from clbench.sweep import executors
+    from clbench.sweep.experiment import check_output, run_experiment
 
     t = t.checked()
     check_output(root)
@@ -530,7 +531,7 @@ def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: st
                          f"(seeds {t.experiment.seeds}), evaluated on {t.evaluate_on}'s test data (seeds "
                          f"{t.eval_seeds}); scores in percent.\n\n```\n{rank_table(lb, t)}\n```\n")
     if plots and not lb.empty and (lb["n_seeds"] > 0).any():
-        from clbench.plots import plot_all
+        from clbench.results.plots import plot_all
 
         plot_all([root / "evaluation"], root / "evaluation" / "plots")
     return {"tuning": t, "table": table, "chosen": chosen, "leaderboard": lb, "counts": counts}
@@ -538,7 +539,7 @@ def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: st
 
 def _finished(t: Tuning, root: Path) -> dict[str, Any] | None:
     """A tuning whose every phase is complete, read back (no Ray, no training); None otherwise."""
-    from clbench.leaderboard import read_result
+    from clbench.results.leaderboard import read_result
 
     if not (root / "tuning.csv").is_file() or not (root / "evaluation" / "leaderboard.csv").is_file():
         return None

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import typing
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, validate_call
 
-from scenarios.errors import InputError
+from clbench.common.errors import InputError
 
 #: an integer count of at least one (samples, views, batch sizes)
 Count = Annotated[int, Field(ge=1)]
@@ -30,6 +31,11 @@ UnitInterval = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 #: any finite real (angles)
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: a finite share in [0, 1) (momentum, the validation fraction)
+Share = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+#: the training augmentation families (``clbench.strategies.augment``): declared here, torch-free,
+#: because the run settings declare them too
+Family = Literal["none", "weak", "standard"]
 
 
 def describe(err: ValidationError, what: str) -> str:
@@ -98,3 +104,36 @@ def checked(fn: Callable) -> Callable:
             raise InputError(describe(e, type(args[0]).__name__ if method and args else fn.__name__)) from None
 
     return wrapper
+
+
+def coerce_value(key: str, value: Any, default: Any) -> Any:
+    """A ``name=value`` string as the type of ``default``, for parameters declared by others (orderings,
+    Avalanche's strategies); with no default, a number if it reads as one. Numbers must be finite."""
+    if isinstance(value, str):
+        value = _parse(key, value, default)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"parameter {key}={value} must be a finite number")
+    return value
+
+
+def _parse(key: str, value: str, default: Any) -> Any:
+    casts = {bool: _bool, int: int, float: float, str: str}.get(type(default), None)
+    try:
+        if casts is not None:
+            return casts(value)
+    except ValueError:
+        raise InputError(f"parameter {key}={value!r} is not a valid {type(default).__name__}") from None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return None if value.lower() == "none" else value
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(value)

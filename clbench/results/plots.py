@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clbench import io, metrics
-from clbench.leaderboard import read_curves, read_result, read_summary, run_folders
+from clbench.common import io
+from clbench.evaluation import metrics
+from clbench.results.leaderboard import read_curves, read_result, read_summary, run_folders
 
 
 def _load(roots: list[Path]) -> tuple[dict[tuple[str, str], dict[str, pd.DataFrame]], set[str]]:
@@ -86,7 +87,7 @@ def plot_all(roots: list[Path], out: Path, jobs: int = 1) -> list[Path]:
         drawings += [(_matrices, (scenario, runs, out)), (_mean_accuracy, (scenario, runs, out)),
                      (_gap_zoom, (scenario, runs, out, free)), (_bars, (scenario, runs, out))]
         drawings += [(_per_task, (scenario, st, seeds, out, st in free)) for st, seeds in runs.items()]
-    from clbench.processes import drawing_context
+    from clbench.sweep.processes import drawing_context
 
     context = drawing_context() if jobs > 1 and len(drawings) > 1 else None
     if context is None:

@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from clbench import io
-from scenarios.errors import InputError
+from clbench.common import io
+from clbench.common.errors import InputError
 
 #: tracker name -> (module that must import, extra that installs it)
 TRACKERS = {"tensorboard": ("torch.utils.tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),

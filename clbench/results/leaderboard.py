@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clbench import io, metrics
-from clbench.io import ERROR_FILE, is_complete
-from scenarios.errors import InputError
+from clbench.common import io
+from clbench.common.errors import InputError
+from clbench.common.io import ERROR_FILE, is_complete
+from clbench.evaluation import metrics
+from clbench.run.settings import RUN_IDENTITY, per_strategy_settings, setting_names
 
 METRICS = ["acc", "acc_test_se", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
            "gap_iters_to_recover", "gap_unrecovered", "wall_seconds", "train_iters_per_second",
@@ -52,9 +54,10 @@ def run_folders(roots: list[Path]) -> list[Path]:
     return found
 
 
-#: what a run's config holds beyond the settings its row shares: merged experiments whose settings
-#: differ (another --lr, --epochs, budget) get separate rows, never one mean over both
-NOT_SETTINGS = {"scenario", "strategy", "seed", "params", "ordering_seed", "device", "data_root", "threads", "variant"}
+#: what a run's config holds beyond the settings its row shares (what names a run, or says where it
+#: ran): merged experiments whose settings differ (another --lr, --epochs, budget) get separate rows,
+#: never one mean over both
+NOT_SETTINGS = {*RUN_IDENTITY, *setting_names("bits", "where")}
 
 
 def failed_runs(roots: list[Path]) -> pd.DataFrame:
@@ -380,7 +383,7 @@ def _params_cell(params: str, own: dict) -> str:
 
 
 #: optimiser settings a strategy may have of its own (``Experiment.strategy_settings``)
-OWN_SETTINGS = ("lr", "momentum", "optimizer", "batch_size")
+OWN_SETTINGS = per_strategy_settings()
 
 
 def _own_settings(lb: pd.DataFrame) -> list[dict]:

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from scenarios.errors import InputError
+from clbench.common.errors import InputError
 
 
 def import_object(path: str, what: str) -> Any:

@@ -1,0 +1,2 @@
+"""What runs leave behind, read back: the leaderboard (collection, aggregation, tables, notes),
+plots and experiment trackers. Nothing here trains."""
