@@ -21,9 +21,8 @@ from clbench.run.runner import RunConfig, run
 
 def bare_forward_ms(result_cfg: RunConfig, repeats: int = 3) -> float:
     """Average over the stream of one bare forward over the seen tasks' full test sets."""
-    from clbench.strategies import build_model
-
     from clbench import scenarios
+    from clbench.strategies import build_model
 
     sc = scenarios.build(result_cfg.scenario, seed=result_cfg.seed)
     cfg = result_cfg.resolved(sc)

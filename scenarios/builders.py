@@ -10,9 +10,9 @@ import dataclasses
 from collections.abc import Sequence
 
 import torch
-from clbench.scenarios.data import SETTINGS, Scenario, Task, TensorData, seeded_generator
 
 from clbench.common.errors import InputError
+from clbench.scenarios.data import SETTINGS, Scenario, Task, TensorData, seeded_generator
 
 
 def resolve_class_order(class_order, n_classes: int, seed: int) -> list[int]:

@@ -27,12 +27,12 @@ import math
 from typing import Annotated, Literal
 
 import torch
-from clbench.scenarios.data import Scenario, TensorData, seeded_generator
-from clbench.scenarios.stream import Cursor, Segment, Stream, iterations_per_task, make_pool, sequential
 from pydantic import Field
 
 from clbench.common.errors import InputError
 from clbench.common.validation import NonNegative, NonNegativeInt, validate_keywords
+from clbench.scenarios.data import Scenario, TensorData, seeded_generator
+from clbench.scenarios.stream import Cursor, Segment, Stream, iterations_per_task, make_pool, sequential
 
 #: a share in percent, [0, 100)
 Percent = Annotated[float, Field(ge=0, lt=100, allow_inf_nan=False)]

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from clbench.scenarios.builders import split
-from clbench.scenarios.data import Scenario, TensorData, seeded_generator, stratified_split
 
 from clbench.common.errors import InputError
 from clbench.common.imports import import_object, plugin
+from clbench.scenarios.builders import split
+from clbench.scenarios.data import Scenario, TensorData, seeded_generator, stratified_split
 
 #: entry-point group of installed scenario plugins
 PLUGINS = "clbench.scenarios"

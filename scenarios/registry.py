@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from clbench.scenarios.builders import permuted, rotated, split
-from clbench.scenarios.data import Scenario, Setting, seeded_generator, stratified_split
-from clbench.scenarios.own import PLUGINS, build_own
-from clbench.scenarios.sources import dataset_info, load_dataset
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from clbench.common.errors import InputError
 from clbench.common.imports import plugin, plugin_names
 from clbench.common.validation import Count, Finite, describe
+from clbench.scenarios.builders import permuted, rotated, split
+from clbench.scenarios.data import Scenario, Setting, seeded_generator, stratified_split
+from clbench.scenarios.own import PLUGINS, build_own
+from clbench.scenarios.sources import dataset_info, load_dataset
 
 
 @dataclass(frozen=True)

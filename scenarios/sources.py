@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from clbench.scenarios.data import TensorData, stratified_split
-from clbench.scenarios.readers import read_cifar_pickle, read_idx
 
 from clbench.common.errors import InputError
+from clbench.scenarios.data import TensorData, stratified_split
+from clbench.scenarios.readers import read_cifar_pickle, read_idx
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {

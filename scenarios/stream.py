@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from clbench.scenarios.data import Scenario, Task, TensorData, seeded_generator
 
 from clbench.common.errors import InputError
+from clbench.scenarios.data import Scenario, Task, TensorData, seeded_generator
 
 
 @dataclass

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from clbench.scenarios.data import Scenario, Setting, Task, seeded_generator
-from clbench.strategies import augment as augmentation
 from torch import nn
 from torch.nn import functional as F
 
 from clbench.common.errors import InputError
 from clbench.common.validation import Count, NonNegative, NonNegativeInt, UnitInterval, checked
+from clbench.scenarios.data import Scenario, Setting, Task, seeded_generator
+from clbench.strategies import augment as augmentation
 
 
 class Strategy:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from clbench.strategies.base import Strategy
-from clbench.strategies.linear_layers import linear_layers, recorded_io
 from torch import nn
 from torch.nn import functional as F
 
 from clbench.common.errors import InputError
 from clbench.common.validation import Count, NonNegative, checked
+from clbench.strategies.base import Strategy
+from clbench.strategies.gem_gradients import one_pass
+from clbench.strategies.linear_layers import linear_layers
 
 
 def project_gradient(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-8) -> torch.Tensor:
@@ -137,40 +138,9 @@ class GEM(Strategy):
         return self._offsets
 
     def _linear_gradients(self, x, y, task_ids, past: list[int], linears: list[nn.Linear]):
-        """``(loss, g, G)``: the current batch's loss and flat gradient (None without a batch) and
-        one flat gradient row per past task, from one forward over the batch and the concatenated
-        memory and one backward pass to the layers' outputs. The gradient of row n's loss w.r.t. a
-        Linear layer is delta_n a_n^T, so a group of rows (the batch, a task's memory) has the
-        gradient delta[group]^T a[group]: one matmul per group and layer, written straight into
-        ``g`` and ``G``. None when a layer sees more than one vector per sample."""
-        mx, my, mt = self._joined_memory(past)
+        """``(loss, g, G)`` from one pass (``gem_gradients.one_pass``); None where it does not apply."""
         sizes = [len(self.memory[k][1]) for k in past]
-        n = 0 if x is None else len(y)
-        rows = mx if x is None else torch.cat([self.augment_inputs(x), mx])
-        with recorded_io(linears) as (inputs, outputs):
-            logits = self.logits(rows, mt if x is None else torch.cat([task_ids, mt]))
-        if any(inputs[m].dim() != 2 for m in linears):
-            return None
-        weights = torch.cat([torch.full((k,), 1.0 / k, device=my.device) for k in sizes])
-        total = (F.cross_entropy(logits[n:], my, reduction="none") * weights).sum()
-        loss = self.batch_loss(logits[:n], y) if n else None
-        # each row's loss depends on its own row alone, so one backward of the sum gives every
-        # group's own deltas
-        deltas = torch.autograd.grad(total if loss is None else loss + total, [outputs[m] for m in linears])
-        groups = np.concatenate([[0, n], n + np.cumsum(sizes)]).tolist()
-        n_params = sum(k for _, k in self._slots().values())
-        flat = logits.new_empty(len(groups) - 1, n_params)  # row 0: the batch, then one row per task
-        for m, d in zip(linears, deltas):
-            a = inputs[m]
-            for j, (lo, hi) in enumerate(zip(groups, groups[1:])):
-                if hi == lo:
-                    continue
-                o, k = self._slots()[id(m.weight)]
-                torch.mm(d[lo:hi].T, a[lo:hi], out=flat[j, o:o + k].view_as(m.weight))
-                if m.bias is not None:
-                    o, k = self._slots()[id(m.bias)]
-                    torch.sum(d[lo:hi], 0, out=flat[j, o:o + k])
-        return loss, (flat[0] if n else None), flat[1:]
+        return one_pass(self, linears, x, y, task_ids, self._joined_memory(past), sizes, self._slots())
 
     def _joined_memory(self, past: list[int]) -> tuple[torch.Tensor, ...]:
         """The memories of ``past`` concatenated, kept until the list changes (at a task's end),

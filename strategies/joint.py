@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from clbench.scenarios.data import Scenario, Task
-from clbench.strategies.base import Strategy
 from torch.nn import functional as F
 
 from clbench.common.errors import InputError
 from clbench.common.validation import checked
+from clbench.scenarios.data import Scenario, Task
+from clbench.strategies.base import Strategy
 
 
 class Joint(Strategy):

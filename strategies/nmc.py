@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
-from clbench.strategies.backbones import load_backbone
-from clbench.strategies.base import Strategy
 from torch.nn import functional as F
 
 from clbench.common.errors import InputError
 from clbench.common.validation import Count, checked
+from clbench.strategies.backbones import load_backbone
+from clbench.strategies.base import Strategy
 
 Inputs = Literal["auto", "dataset", "raw", "weights"]
 INPUTS: tuple[str, ...] = get_args(Inputs)

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clbench.strategies.base import Finetune, Strategy
-
 from clbench.common.errors import InputError
 from clbench.common.validation import validate_keywords
+from clbench.strategies.base import Finetune, Strategy
 
 #: arguments every strategy takes from the runner, not from ``--param``
 COMMON = {"self", "model", "optimizer", "lr", "momentum", "setting", "task_classes", "n_classes", "seed", "inner",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from clbench.strategies.base import Strategy
 from torch.nn import functional as F
 
 from clbench.common.validation import Count, NonNegativeInt, UnitInterval, checked
+from clbench.strategies.base import Strategy
 
 #: how a full memory chooses what to keep
 BufferPolicy = Literal["reservoir", "class-balanced"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from clbench.scenarios.data import Scenario, Task
-from clbench.strategies.base import Strategy
 from torch.nn import functional as F
 
 from clbench.common.errors import InputError
 from clbench.common.validation import Count, NonNegative, NonNegativeInt, checked
+from clbench.scenarios.data import Scenario, Task
+from clbench.strategies.base import Strategy
 
 
 def view_consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:

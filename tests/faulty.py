@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from clbench.strategies.base import Finetune
-
 from clbench.common.validation import checked
+from clbench.strategies.base import Finetune
 
 #: the seed the generator of a strategy built with seed 1 starts from (``Strategy.__init__``)
 SEED_1 = 1 + 104729

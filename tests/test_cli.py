@@ -1,52 +1,25 @@
 """The command line: bad input is one line and exit code 2; experiments resume; the leaderboard
 matches the runs; every plot is drawn."""
 
-import contextlib
-import io
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from clbench.scenarios import InputError
 
-from clbench.cli import entry
 from clbench.results.leaderboard import write_leaderboard
 from clbench.results.plots import plot_all
+from clbench.scenarios import InputError
 from clbench.sweep.experiment import Experiment, parse_seeds, run_dir, run_experiment
+from tests.helpers import clbench
 
 FAST = ["--eval-every", "5", "--epochs", "1", "--quiet", "--no-plots"]
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def clbench(*args, cwd=None) -> Result:
-    """The command line in this process, through ``entry`` (all the console script does: exit
-    codes, one-line errors; a traceback fails the test), its output captured. It saves the
-    interpreter and torch start of a fresh process (about 6 s each); the tests that need a fresh
-    process (the console script itself, installed plugins, a data module in the working folder)
-    start one."""
-    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = entry([str(a) for a in args])
-    finally:
-        os.chdir(here)
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.parametrize("args,message", [
@@ -291,9 +264,10 @@ def test_installed_plugins_name_their_own_strategies_and_scenarios(tmp_path):
 
 
 def test_a_scenario_from_torchvision_datasets_and_an_image_folder(tmp_path):
-    from clbench.scenarios import from_datasets
     from PIL import Image
     from torchvision import datasets, transforms
+
+    from clbench.scenarios import from_datasets
 
     for split in ("train", "test"):
         for c, name in enumerate(["cat", "dog", "eel", "fox"]):

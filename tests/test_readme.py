@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from clbench.scenarios.sources import DATASETS
 
 pytestmark = pytest.mark.slow

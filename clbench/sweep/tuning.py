@@ -217,8 +217,11 @@ class Tuning:
                         validated(RunSettings, {**t.experiment.settings(), d.name: v}, f"--space {d.text()}")
                     else:
                         catalog.lookup(s).coerce({d.name: v})
-        t.phase_experiment("tune").validate()
-        t.phase_experiment("evaluate").validate()
+        # each phase checked as its trials run it: with a value of every searched parameter (a
+        # strategy may have no default for one, as Avalanche's EWC for ewc_lambda)
+        drawn = {s: {d.name: d.candidates()[0] for d in t.dimensions(s)} for s in t.experiment.strategies}
+        t.phase_experiment("tune", drawn).validate()
+        t.phase_experiment("evaluate", drawn).validate()
         if t.protocol == "gtep":
             _same_configuration(t.phase_experiment("tune").run_configs()[0],
                                 t.phase_experiment("evaluate").run_configs()[0])
@@ -240,8 +243,6 @@ class Tuning:
         """The tuning phase (tuning scenario, validation split, tuning seeds) or the evaluation phase
         (evaluation scenario, test data, fresh seeds, the chosen values)."""
         exp = self.experiment
-        if phase == "tune":
-            return dataclasses.replace(exp, scenarios=[self.tune_on], eval_on="val", name="tuning")
         params = {k: dict(v) for k, v in exp.params.items()}
         settings: dict[str, dict[str, Any]] = {}
         for s, values in (chosen or {}).items():
@@ -250,8 +251,11 @@ class Tuning:
                 params[s] = {**params.get(s, {}), **own}
             if mine:
                 settings[s] = mine
+        exp = dataclasses.replace(exp, params=params, strategy_settings=settings)
+        if phase == "tune":
+            return dataclasses.replace(exp, scenarios=[self.tune_on], eval_on="val", name="tuning")
         return dataclasses.replace(exp, scenarios=[self.evaluate_on], eval_on="test", seeds=list(self.eval_seeds),
-                                   params=params, strategy_settings=settings, name="evaluation")
+                                   name="evaluation")
 
     def manifest(self) -> dict[str, Any]:
         """What must match for a second invocation to continue this tuning."""

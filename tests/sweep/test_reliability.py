@@ -17,27 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from clbench.scenarios import InputError
-from clbench.scenarios.readers import write_idx
 
-from clbench.cli import entry
 from clbench.evaluation.metrics import diverged_at
 from clbench.results.leaderboard import people_table, to_text, write_leaderboard
 from clbench.results.plots import _load
 from clbench.run.runner import RunConfig
+from clbench.scenarios import InputError
+from clbench.scenarios.readers import write_idx
 from clbench.sweep import executors
 from clbench.sweep.experiment import Experiment, Interrupted, run_dir, run_experiment
-from tests.conftest import make_cifar100, make_idx_dataset
+from tests.helpers import invoke, make_cifar100, make_idx_dataset, tiny
 
-TINY = ["--strategy", "finetune", "--seeds", "0", "--iterations", "3", "--eval-every", "3", "--eval-subset", "10",
-        "--quiet", "--no-plots"]
-
-
-def invoke(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in this process: exit code, stdout, stderr."""
-    code = entry(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+TINY = tiny()
 
 
 def assert_refused(capsys, out: Path, *args: str, message: str = "") -> str:
@@ -399,8 +390,9 @@ def test_result_files_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
 
 
 def test_direct_construction_checks_the_same_declarations():
-    from clbench.strategies.replay import ER
     from torch import nn
+
+    from clbench.strategies.replay import ER
 
     with pytest.raises(InputError, match="mem_size=-1: input should be greater than or equal to 0"):
         ER(nn.Linear(2, 2), mem_size=-1)

@@ -6,14 +6,14 @@ import warnings
 
 import pytest
 import torch
-from clbench.scenarios import InputError
-from clbench.strategies import build_model
 
 from clbench import scenarios
 from clbench.evaluation.evaluator import Evaluator
 from clbench.interop.avalanche import ContinualEvaluationPlugin, _ModelView, make_strategy, to_avalanche
 from clbench.run.catalog import lookup
 from clbench.run.runner import RunConfig, run
+from clbench.scenarios import InputError
+from clbench.strategies import build_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -1,10 +1,10 @@
 """Real Fashion-MNIST from Debian's dataset-fashion-mnist (installed by .ci/run)."""
 
 import pytest
-from clbench.scenarios.sources import DATASETS
 
 from clbench import scenarios
 from clbench.run.runner import RunConfig, run
+from clbench.scenarios.sources import DATASETS
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATASETS["fashion-mnist"].available(),
                                                    reason="apt-get install dataset-fashion-mnist")]

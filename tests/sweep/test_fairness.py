@@ -8,12 +8,6 @@ import json
 import pandas as pd
 import pytest
 import torch
-from clbench.scenarios import InputError, split
-from clbench.scenarios.data import TensorData, stratified_split
-from clbench.scenarios.orderings import make_stream
-from clbench.strategies import ER, EWC, GEM, NMC, ViewBatch, augment, build_model, create
-from clbench.strategies.backbones import torchvision_normalisation
-from clbench.strategies.viewbatch import view_consistency_loss
 from torch.nn import functional as F
 
 from clbench import scenarios
@@ -21,9 +15,14 @@ from clbench.evaluation.evaluator import Evaluator
 from clbench.results.leaderboard import collect, fairness_notes, leaderboard
 from clbench.run.catalog import lookup as strategy_entry
 from clbench.run.runner import RunConfig, resolve_for, run
+from clbench.scenarios import InputError, split
+from clbench.scenarios.data import TensorData, stratified_split
+from clbench.scenarios.orderings import make_stream
+from clbench.strategies import ER, EWC, GEM, NMC, ViewBatch, augment, build_model, create
+from clbench.strategies.backbones import torchvision_normalisation
+from clbench.strategies.viewbatch import view_consistency_loss
 from clbench.sweep.experiment import DEFAULT_STRATEGIES
-from tests.conftest import synthetic_dataset
-from tests.test_cli import clbench
+from tests.helpers import clbench, synthetic_dataset
 
 FAST = dict(scenario="split-digits", seed=0, epochs=1, eval_every=None)
 

@@ -2,11 +2,11 @@ import gzip
 
 import numpy as np
 import pytest
+
 from clbench.scenarios import InputError, load_dataset
 from clbench.scenarios.readers import read_idx, write_idx
 from clbench.scenarios.sources import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
-
-from tests.conftest import make_cifar10, make_cifar100, make_idx_dataset
+from tests.helpers import make_cifar10, make_cifar100, make_idx_dataset
 
 
 @pytest.mark.parametrize("gz", [True, False])

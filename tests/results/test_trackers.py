@@ -10,11 +10,12 @@ import pytest
 
 from clbench.cli import entry
 from clbench.results import trackers as loggers
+from tests.helpers import tiny
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--strategy", "finetune", "--seeds", "0", "--iterations", "4", "--eval-every", "2", "--eval-subset", "20",
-        "--jobs", "1", "--quiet", "--no-plots"]
+
+TINY = tiny("finetune", "0", 4, 2, 20, "--jobs", "1")
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,18 @@ import shutil
 
 import pandas as pd
 import pytest
-from clbench.scenarios.sources import DATASETS
 
 from clbench.cli import entry
+from clbench.scenarios.sources import DATASETS
 from clbench.sweep.experiment import load_toml
 from clbench.sweep.tuning import parse_space
+from tests.helpers import invoke, tiny
 
 # one worker holds the session's Ray instance when the suite runs in parallel (pytest -n)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
-TINY = ["--iterations", "6", "--eval-every", "3", "--eval-subset", "10", "--quiet", "--no-plots"]
 
-
-def invoke(capsys, *args: str) -> tuple[int, str, str]:
-    code = entry(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+TINY = tiny(None, None, 6, 3, 10)
 
 
 def test_ray_gives_the_local_executors_curves(capsys, tmp_path, ray_instance):

@@ -3,13 +3,13 @@ import json
 
 import pytest
 import torch
-from clbench.strategies import Finetune, build_model
 
 from clbench import scenarios
 from clbench.common.io import RUN_FILES
 from clbench.evaluation.evaluator import Evaluator
 from clbench.evaluation.schedules import EVALUATE, Schedule
 from clbench.run.runner import RunConfig, run
+from clbench.strategies import Finetune, build_model
 
 
 def evaluated(schedule: Schedule, bounds: list[tuple[int, int]]) -> tuple[list[int], list[int]]:

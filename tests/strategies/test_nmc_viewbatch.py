@@ -1,15 +1,15 @@
 import pytest
 import torch
-from clbench.scenarios import InputError, split
-from clbench.scenarios.stream import epoch_batches, sequential
-from clbench.strategies import ER, NMC, ViewBatch, build_model
-from clbench.strategies.viewbatch import view_consistency_loss
 from torch import nn
 from torch.nn import functional as F
 
 from clbench.evaluation.evaluator import Evaluator
 from clbench.run.runner import RunConfig, run
-from tests.conftest import synthetic_dataset
+from clbench.scenarios import InputError, split
+from clbench.scenarios.stream import epoch_batches, sequential
+from clbench.strategies import ER, NMC, ViewBatch, build_model
+from clbench.strategies.viewbatch import view_consistency_loss
+from tests.helpers import synthetic_dataset
 
 # ---------------------------------------------------------------- NMC
 

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from clbench.scenarios import InputError
-from clbench.scenarios.orderings import make_stream, rehearsal_iterations
 
 from clbench import scenarios
 from clbench.run.runner import RunConfig, run
+from clbench.scenarios import InputError
+from clbench.scenarios.orderings import make_stream, rehearsal_iterations
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import filecmp
 import pandas as pd
 import pytest
 import torch
-from clbench.strategies import create
-from clbench.strategies.registry import REGISTRY
-from clbench.strategies.replay import _Reservoir
 from torch import nn
 
 from clbench.run.runner import RunConfig, run
+from clbench.strategies import create
+from clbench.strategies.registry import REGISTRY
+from clbench.strategies.replay import _Reservoir
 
 
 def _gem_with_memory(model, setting: str):

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from clbench.scenarios import InputError, permuted, rotated, split
 
 from clbench import scenarios
-from tests.conftest import synthetic_dataset
+from clbench.scenarios import InputError, permuted, rotated, split
+from tests.helpers import synthetic_dataset
 
 
 def test_split_digits_builds_offline():

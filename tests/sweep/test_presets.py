@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from clbench.scenarios.registry import scenario_spec
-from clbench.scenarios.sources import dataset_info
 
 from clbench import presets
 from clbench.run.resolve import resolve
+from clbench.scenarios.registry import scenario_spec
+from clbench.scenarios.sources import dataset_info
 from clbench.sweep.experiment import Experiment
-from tests.test_cli import clbench
+from tests.helpers import clbench
 
 #: per preset: the run settings every run must have, and per strategy the parameters it must run with
 PAPERS = {
