@@ -283,3 +283,32 @@ def test_a_scenario_from_torchvision_datasets_and_an_image_folder(tmp_path):
     assert len(y) == 10 and sorted(set(y.tolist())) == [2, 3]
     raw = sc.tasks[0].train.x
     assert str(raw.dtype) == "torch.uint8" and int(raw.max()) == 40 + 4  # ToTensor's [0, 1] back to 0-255
+
+
+def test_a_users_own_strategies_and_scenarios_modules_do_not_collide_with_clbench(tmp_path):
+    """clbench installs its layers as clbench.scenarios and clbench.strategies: nothing named scenarios or
+    strategies at the top of site-packages, so a user's strategies.py and scenarios.py are theirs."""
+    (tmp_path / "strategies.py").write_text(
+        "from clbench.strategies import ER\n\n"
+        "class MyER(ER):\n    '''ER, as a user's own strategy.'''\n")
+    (tmp_path / "scenarios.py").write_text(
+        "import numpy as np\nfrom clbench import scenarios as cl\n\n"
+        "def mine(seed=0, val_fraction=0.1, **options):\n"
+        "    y = np.repeat(np.arange(4), 20)\n    x = np.zeros((80, 6, 6), dtype=np.uint8)\n"
+        "    for c in range(4):\n        x[y == c, c, :] = 250\n"
+        "    return cl.from_arrays(x, y, x, y, n_tasks=2, name='mine', seed=seed, val_fraction=val_fraction,\n"
+        "                          **options)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("strategies", "scenarios"):
+        r = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=elsewhere, env=env, capture_output=True,
+                           text=True)
+        assert r.returncode == 1 and f"No module named '{name}'" in r.stderr
+    script = Path(sys.executable).with_name("clbench")
+    r = subprocess.run([str(script), "run", "--strategy", "strategies:MyER", "--scenario", "scenarios:mine",
+                        "--seeds", "0", "--iterations", "3", "--quiet", "--no-plots", "--out", "out"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "out/runs/scenarios:mine/strategies:MyER/seed0/summary.json").read_text())
+    assert summary["iterations"] == 6 and summary["memory_capacity"] > 0
