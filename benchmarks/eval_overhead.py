@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from clbench.run.runner import RunConfig, run
+from clbench.run.runner import RunConfig, resolve_for, run
 
 
 def bare_forward_ms(result_cfg: RunConfig, repeats: int = 3) -> float:
@@ -25,7 +25,7 @@ def bare_forward_ms(result_cfg: RunConfig, repeats: int = 3) -> float:
     from clbench.strategies import build_model
 
     sc = scenarios.build(result_cfg.scenario, seed=result_cfg.seed)
-    cfg = result_cfg.resolved(sc)
+    cfg = resolve_for(result_cfg, sc).config
     model = build_model(cfg.model, sc.input_shape, sc.n_classes, **cfg.model_options).to(cfg.device).eval()
     xs = [t.test.normalize(t.test.x).to(cfg.device) for t in sc.tasks]
     per_phase = []

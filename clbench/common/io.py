@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-#: what a complete run folder holds (``runner.write_run`` writes them all, then renames the folder)
+#: what a complete run folder holds (``clbench.run.record.write_run`` writes them all, then renames the folder)
 RUN_FILES = ("config.json", "curves.csv", "matrix.csv", "train.csv", "summary.json")
 #: the file a failed run leaves in its (otherwise empty, hence incomplete) run folder
 ERROR_FILE = "error.json"

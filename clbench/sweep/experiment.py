@@ -2,7 +2,7 @@
 
 An experiment folder holds ``experiment.toml`` (the experiment exactly as run) and one run
 folder per (scenario, strategy, seed). A run folder appears only when complete (see
-``runner.write_run``), so re-running an interrupted experiment skips the finished runs and
+``clbench.run.record.write_run``), so re-running an interrupted experiment skips the finished runs and
 redoes the rest; ``force`` reruns everything.
 """
 
