@@ -241,7 +241,8 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
 def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet: bool, plots: bool, executor=None,
                               log: list[str] | None = None) -> dict:
     """Run what is missing of ``exp``, write its leaderboard (and plots), print the table."""
-    from clbench.results.leaderboard import people_table, to_text, write_leaderboard
+    from clbench.results.leaderboard import write_leaderboard
+    from clbench.results.tables import people_table, to_text
     from clbench.sweep.experiment import run_experiment
 
     counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor,
@@ -352,7 +353,8 @@ def report(dirs, out, allow_different, fmt, reference):
     """Rebuild the leaderboard from the run folders of one or more experiments (merging them),
     recomputing every metric from the runs' curves.csv."""
     from clbench.common import io
-    from clbench.results.leaderboard import people_table, render, write_leaderboard
+    from clbench.results.leaderboard import write_leaderboard
+    from clbench.results.tables import people_table, render
 
     roots = [Path(d) for d in dirs]
     for r in roots:
@@ -375,7 +377,7 @@ def report(dirs, out, allow_different, fmt, reference):
 @click.option("--out", type=click.Path(), help="folder for the plots [DIR/plots]")
 def plot(dirs, out):
     """Redraw the plots of one or more experiments."""
-    from clbench.results.leaderboard import run_folders
+    from clbench.results.folders import run_folders
     from clbench.results.plots import plot_all
     from clbench.sweep.processes import usable_cores
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from clbench.common import io
 from clbench.evaluation import metrics
-from clbench.results.leaderboard import read_curves, read_result, read_summary, run_folders
+from clbench.results.folders import read_curves, read_result, read_summary, run_folders
 
 
 def _load(roots: list[Path]) -> tuple[dict[tuple[str, str], dict[str, pd.DataFrame]], set[str]]:

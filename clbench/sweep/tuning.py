@@ -543,7 +543,7 @@ def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: st
 
 def _finished(t: Tuning, root: Path) -> dict[str, Any] | None:
     """A tuning whose every phase is complete, read back (no Ray, no training); None otherwise."""
-    from clbench.results.leaderboard import read_result
+    from clbench.results.folders import read_result
 
     if not (root / "tuning.csv").is_file() or not (root / "evaluation" / "leaderboard.csv").is_file():
         return None

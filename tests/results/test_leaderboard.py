@@ -14,7 +14,10 @@ import pytest
 from scipy import stats
 
 from clbench.cli import entry
-from clbench.results.leaderboard import binomial_se, ci95, paired_t_pvalue, people_table, to_latex, write_leaderboard
+from clbench.results.aggregate import ci95, paired_t_pvalue
+from clbench.results.folders import binomial_se
+from clbench.results.leaderboard import write_leaderboard
+from clbench.results.tables import people_table, to_latex
 from clbench.sweep.experiment import Experiment, run_experiment
 
 

@@ -12,7 +12,9 @@ from torch.nn import functional as F
 
 from clbench import scenarios
 from clbench.evaluation.evaluator import Evaluator
-from clbench.results.leaderboard import collect, fairness_notes, leaderboard
+from clbench.results.aggregate import leaderboard
+from clbench.results.folders import collect
+from clbench.results.notes import fairness_notes
 from clbench.run.catalog import lookup as strategy_entry
 from clbench.run.runner import RunConfig, resolve_for, run
 from clbench.scenarios import InputError, split

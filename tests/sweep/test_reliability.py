@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from clbench.evaluation.metrics import diverged_at
-from clbench.results.leaderboard import people_table, to_text, write_leaderboard
+from clbench.results.leaderboard import write_leaderboard
 from clbench.results.plots import _load
+from clbench.results.tables import people_table, to_text
 from clbench.run.runner import RunConfig
 from clbench.scenarios import InputError
 from clbench.scenarios.readers import write_idx

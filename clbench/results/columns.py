@@ -1,0 +1,37 @@
+"""What the leaderboard shows of each metric: which metrics and cost columns, their direction,
+labels and which get confidence intervals; shared by the aggregation and the tables."""
+
+from __future__ import annotations
+
+from clbench.run.settings import per_strategy_settings
+
+METRICS = ["acc", "acc_test_se", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
+           "gap_iters_to_recover", "gap_unrecovered", "wall_seconds", "train_iters_per_second",
+           "train_flops", "memory_samples", "memory_bytes", "trainable_params", "memory_capacity", "iterations"]
+#: cost columns (Harun et al. 2023): shown beside accuracy, mean over seeds
+COST = ["train_flops", "memory_samples", "memory_bytes", "trainable_params", "wall_seconds"]
+#: metrics with a 95% confidence interval over seeds (Student's t) in the leaderboard
+CI_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth", "aaa", "wf10"]
+#: which way is better, shown beside each column's name (↑ higher, ↓ lower)
+BETTER = {"acc": "↑", "bwt": "↑", "fwt": "↑", "forgetting": "↓", "min_acc": "↑", "wc_acc": "↑", "wf10": "↓",
+          "wf100": "↓", "aaa": "↑", "gap_depth": "↓", "gap_iters_to_recover": "↓", "gap_unrecovered": "↓",
+          "train_flops": "↓", "memory_samples": "↓", "memory_bytes": "↓", "trainable_params": "↓",
+          "wall_seconds": "↓"}
+#: a paired difference from the reference row below this p-value is called significant
+ALPHA = 0.05
+#: metrics whose spread across orderings the leaderboard reports (``--orderings K``)
+SPREAD_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth"]
+#: shown as percentages for people (fractions in the CSV)
+ACCURACY_LIKE = {"acc", "acc_test_se",
+                 "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
+                 "gap_unrecovered"}
+LABELS = {"acc": "ACC", "acc_test_se": "ACC test-set SE",
+          "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
+          "wf10": "WF10", "wf100": "WF100", "aaa": "AAA", "gap_depth": "gap depth",
+          "gap_iters_to_recover": "iters to recover", "gap_unrecovered": "% unrecovered", "wall_seconds": "s/run",
+          "train_iters_per_second": "it/s", "train_flops": "train GFLOP", "memory_samples": "memory (samples)",
+          "memory_bytes": "memory (MB)", "trainable_params": "trainable params", "memory_capacity": "memory budget",
+          "iterations": "updates"}
+
+#: optimiser settings a strategy may have of its own (``Experiment.strategy_settings``)
+OWN_SETTINGS = per_strategy_settings()

@@ -1,0 +1,139 @@
+"""The leaderboard as people read it: cells with their units and ±, and the text, Markdown,
+LaTeX and CSV renderings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, LABELS
+
+
+def _cost_cell(mean: float, metric: str) -> str:
+    if np.isnan(mean):
+        return "n/a"
+    if metric == "train_flops":
+        return f"{mean / 1e9:.3g}"
+    if metric == "memory_bytes":
+        return f"{mean / 1e6:.3g}"
+    if metric in ("memory_samples", "trainable_params"):
+        return f"{int(round(mean)):,}"
+    return f"{mean:.3g}"
+
+
+def _cell(mean: float, std: float, metric: str) -> str:
+    if metric in COST and metric != "wall_seconds":
+        return _cost_cell(mean, metric)
+    if np.isnan(mean):
+        return "n/a"
+    if metric in ACCURACY_LIKE:
+        scale, decimals = 100.0, 1
+    else:  # three significant figures of the mean; the spread to the same decimal place
+        scale, decimals = 1.0, max(0, 2 - int(np.floor(np.log10(abs(mean))))) if mean else 2
+    text = f"{mean * scale:.{decimals}f}"
+    if not np.isnan(std):
+        text += f" ± {std * scale:.{decimals}f}"
+    return text
+
+
+def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The leaderboard for people: accuracies in percent with one decimal, mean ± the 95% confidence
+    interval over seeds (± the std where no CI is computed), ↑/↓ for which way is better, the
+    setting and parameters of each row, the ACC test-set SE and the paired test against the
+    reference row."""
+    metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_iters_to_recover",
+                          "gap_unrecovered", *COST]
+    t = lb[["scenario", "strategy"]].copy()
+    if "label" in lb:
+        t["strategy"] = lb["label"].fillna(lb["strategy"])
+    t["setting"] = lb["setting"] if "setting" in lb else ""
+    t["params"] = [_params_cell(p, own) for p, own in zip(lb.get("params", pd.Series("{}", index=lb.index)),
+                                                            _own_settings(lb))]
+    t["runs"] = [_runs_cell(r) for r in lb.itertuples()]
+    for m in metrics:
+        spread = lb[f"{m}_ci95"] if f"{m}_ci95" in lb else lb[f"{m}_std"]
+        t[_header(m)] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], spread)]
+        if m == "acc":
+            if "acc_test_se_mean" in lb:
+                t["ACC test-set SE"] = [_cell(v, float("nan"), "acc_test_se") for v in lb["acc_test_se_mean"]]
+            if "acc_vs_reference" in lb:
+                t["ACC vs reference"] = [_versus_cell(v, p) for v, p in zip(lb["acc_vs_reference"],
+                                                                               lb["acc_p_vs_reference"])]
+    if "acc_order_std" in lb:
+        t.insert(3, "orderings", lb["n_orderings"])
+        t["ACC across orderings (std, min-max)"] = [
+            f"{100 * s:.1f}, {100 * lo:.1f}-{100 * hi:.1f}"
+            for s, lo, hi in zip(lb["acc_order_std"], lb["acc_order_min"], lb["acc_order_max"])]
+        t["rank changes"] = [f"{int(c)}/{int(n)} (ranks {int(b)}-{int(w)})" for c, n, b, w in
+                             zip(lb["rank_changes"], lb["n_orderings"], lb["rank_best"], lb["rank_worst"])]
+    return t
+
+
+def _header(metric: str) -> str:
+    return f"{LABELS[metric]} {BETTER[metric]}" if metric in BETTER else LABELS[metric]
+
+
+def _params_cell(params: str, own: dict) -> str:
+    values = {**(json.loads(params) if isinstance(params, str) and params else {}), **own}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "defaults"
+
+
+
+
+def _own_settings(lb: pd.DataFrame) -> list[dict]:
+    """Per row, its optimiser settings that are not the scenario's defaults (a tuned or published lr):
+    shown beside the parameters, since they change the numbers as much."""
+    return [json.loads(v) if isinstance(v, str) and v else {}
+            for v in lb.get("own_settings", pd.Series("", index=lb.index))]
+
+
+def _versus_cell(verdict: str, p: float) -> str:
+    if verdict in ("reference", "n/a", ""):
+        return verdict or "n/a"
+    return f"{verdict} (p={p:.2g})"
+
+
+def _runs_cell(row) -> str:
+    """Runs behind a row, with the diverged and failed ones said where there are any."""
+    notes = [f"{row.n_diverged} DIVERGED"] if getattr(row, "n_diverged", 0) else []
+    notes += [f"{row.n_failed} FAILED"] if getattr(row, "n_failed", 0) else []
+    return f"{row.n_runs}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def to_text(table: pd.DataFrame) -> str:
+    return table.to_string(index=False)
+
+
+#: unicode of the people table that LaTeX's text mode lacks, as math (after escaping)
+LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
+    """A booktabs tabular (pandas' Styler, cells and headers escaped) that compiles as it is, with
+    \\usepackage{booktabs}; ±, ↑ and ↓ become math."""
+    styler = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    text = styler.to_latex(hrules=True, column_format="l" * 4 + "r" * (len(table.columns) - 4),
+                           caption=caption, position="t" if caption else None)
+    for symbol, latex in LATEX_SYMBOLS.items():
+        text = text.replace(symbol, latex)
+    return text
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """The people table as ``text``, ``markdown``, ``latex`` or ``csv``."""
+    if fmt == "markdown":
+        return to_markdown(table)
+    if fmt == "latex":
+        return to_latex(table)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    return to_text(table)
