@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     base = dict(scenario=args.scenario, strategy="finetune", seed=0, iterations=args.iterations, device=args.device,
-                eval_subset="all")
+                eval_subset="all", eval_schedule="periodic")
     run(RunConfig(**base, eval_every=None))  # warm-up (data load, allocator)
     a = run(RunConfig(**base, eval_every=None)).summary
     b = run(RunConfig(**base, eval_every=1)).summary

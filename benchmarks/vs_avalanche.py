@@ -54,15 +54,16 @@ def main() -> None:
     ap.add_argument("--avalanche-eval-batch", type=int, default=1024, help="Avalanche's eval_mb_size")
     args = ap.parse_args()
     sc = scenarios.build(args.scenario, seed=0)[:args.tasks]
-    run = resolve_for(RunConfig(scenario=args.scenario, strategy="finetune", seed=0, eval_every=1, eval_subset="all"),
+    run = resolve_for(RunConfig(scenario=args.scenario, strategy="finetune", seed=0, eval_every=1, eval_subset="all",
+                                eval_schedule="periodic"),
                       sc)
     cfg = run.config
     for _ in range(2):  # the first pass warms up, the second is measured
         t = train_clbench(run, sc, CPU)
-    clb_iters, clb_evals = len(t.losses), len(t.evaluator.history)
+    clb_iters, clb_evals = len(t.losses), t.evaluator.n_steps()
     clb_train, clb_eval = float(np.sum(t.train_seconds)), t.eval_seconds
     tb = train_clbench(dataclasses.replace(run, config=dataclasses.replace(cfg, eval_precision="bf16")), sc, CPU)
-    bf16_eval = tb.eval_seconds / len(tb.evaluator.history)
+    bf16_eval = tb.eval_seconds / tb.evaluator.n_steps()
     av_train, av_iters = avalanche_seconds(sc, cfg, evaluate=False, eval_batch=args.avalanche_eval_batch)
     av_both, _ = avalanche_seconds(sc, cfg, evaluate=True, eval_batch=args.avalanche_eval_batch)
 

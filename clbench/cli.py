@@ -417,10 +417,10 @@ def list_(what):
         click.echo(f"{'avalanche:NAME':<14} an Avalanche 0.6 strategy in its own loop, evaluated by clbench: "
                    f"{', '.join(AVALANCHE)}\n{'':<14} (its own keyword parameters, e.g. --param ewc_lambda=100)")
     elif what == "metrics":
-        from clbench.evaluation.metrics import METRIC_DESCRIPTIONS
+        from clbench.evaluation.metrics import METRIC_DESCRIPTIONS, UNEVALUATED
 
         for k, v in METRIC_DESCRIPTIONS.items():
-            click.echo(f"{k:<22} {v}")
+            click.echo(f"{k:<22} {v}\n{'':<22} an unevaluated iteration: {UNEVALUATED[k]}")
     else:
         from clbench.scenarios.orderings import ORDERINGS, ordering_params
 

@@ -93,6 +93,11 @@ class NMC(Strategy):
         self.counts += torch.bincount(y, minlength=len(self.counts)).double()
         return torch.zeros((), device=f.device)
 
+    def prediction_state(self) -> list[torch.Tensor]:
+        """What predictions read (the backbone is frozen): the class sums and counts, for the
+        snapshots of a schedule that looks back (``clbench.evaluation.snapshots``)."""
+        return [] if self.sums is None else [self.sums, self.counts]
+
     def means(self) -> torch.Tensor:
         m = (self.sums / self.counts.clamp(min=1).unsqueeze(1)).float()
         return F.normalize(m, dim=1) if self.cosine else m

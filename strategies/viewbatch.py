@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from clbench.common.errors import InputError
 from clbench.common.validation import Count, NonNegative, NonNegativeInt, checked
+from clbench.evaluation.snapshots import prediction_tensors
 from clbench.scenarios.data import Scenario, Task
 from clbench.strategies.base import Strategy
 
@@ -94,6 +95,9 @@ class ViewBatch(Strategy):
 
     def predict(self, x, task_ids=None):
         return self.inner.predict(x, task_ids)
+
+    def prediction_state(self) -> list[torch.Tensor]:
+        return prediction_tensors(self.inner)
 
     def observe(self, x, y, task_ids=None):
         if len(x) % self.views:

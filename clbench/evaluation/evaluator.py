@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from clbench.evaluation.rowlog import RowLog
 from clbench.scenarios.data import Scenario
 
 PRECISIONS = ("fp32", "bf16")
@@ -39,12 +40,29 @@ def subset_size(value) -> int | None:
 
 @dataclass
 class Evaluation:
-    """One evaluation, kept on the device until the log is built."""
+    """One evaluation as the evaluator returns it (on the device). The evaluator logs it in its
+    ``RowLog`` and keeps only a ``Logged`` record, so no small tensor outlives it."""
 
     iteration: int
     trained_task: int
     correct: torch.Tensor  # [n_evaluated_tasks] correct counts
     counts: torch.Tensor  # [n_evaluated_tasks] sample counts
+    #: the evaluated tasks when not 0..len(correct)-1 (a schedule's look back at some tasks)
+    tasks: list[int] | None = None
+
+    def task_ids(self) -> list[int]:
+        return list(range(len(self.correct))) if self.tasks is None else self.tasks
+
+
+@dataclass
+class Logged:
+    """What the evaluator keeps of an evaluation: where it was made, which tasks, and the row of
+    its counts in the evaluator's ``RowLog``."""
+
+    iteration: int
+    trained_task: int
+    tasks: list[int]
+    row: int
 
 
 class Evaluator:
@@ -72,7 +90,9 @@ class Evaluator:
         sizes = torch.tensor([len(i) for i in chosen])
         self.offsets = [0, *sizes.cumsum(0).tolist()]
         self._features: torch.Tensor | None = None
-        self.history: list[Evaluation] = []
+        self.history: list[Logged] = []
+        #: per evaluation, the correct counts then the sample counts of its tasks
+        self.counts = RowLog(2 * self.n_tasks, self.device)
 
     def _draw(self, n: int) -> torch.Tensor:
         if self.subset is None or self.subset >= n:
@@ -86,12 +106,34 @@ class Evaluator:
         parts = [self._draw(self.offsets[t + 1] - self.offsets[t]) + self.offsets[t] for t in range(n_tasks)]
         return torch.cat(parts).to(self.device)
 
-    def evaluate(self, strategy, n_tasks: int, iteration: int, trained_task: int) -> Evaluation:
-        """Accuracy of ``strategy`` on tasks 0..n_tasks-1, logged; the model's train/eval mode is restored."""
-        correct, counts = self._count(strategy, n_tasks, self._indices(n_tasks))
-        ev = Evaluation(iteration, trained_task, correct, counts)
-        self.history.append(ev)
+    def evaluate(self, strategy, n_tasks: int, iteration: int, trained_task: int,
+                 tasks: list[int] | None = None) -> Evaluation:
+        """Accuracy of ``strategy`` on tasks 0..n_tasks-1 (or on ``tasks`` only: a schedule's look
+        back at a past iteration), logged; the model's train/eval mode is restored."""
+        if tasks is not None:
+            rows = torch.cat([self._rows(t) for t in tasks]) if tasks else torch.zeros(0, dtype=torch.long)
+            correct, counts = self._count(strategy, self.n_tasks, rows.to(self.device))
+            pick = torch.tensor(tasks, dtype=torch.long, device=self.device)
+            ev = Evaluation(iteration, trained_task, correct[pick], counts[pick], list(tasks))
+        else:
+            correct, counts = self._count(strategy, n_tasks, self._indices(n_tasks))
+            ev = Evaluation(iteration, trained_task, correct, counts)
+        return self._log(ev)
+
+    def _log(self, ev: Evaluation) -> Evaluation:
+        row = self.counts.add(torch.cat([ev.correct, ev.counts]))
+        self.history.append(Logged(ev.iteration, ev.trained_task, ev.task_ids(), row))
         return ev
+
+    def n_steps(self) -> int:
+        """Evaluation steps: the iterations evaluated (looks back at one iteration are one step)."""
+        return len({(e.iteration, e.trained_task) for e in self.history})
+
+    def _rows(self, task: int) -> torch.Tensor:
+        """Rows of the pool evaluated for ``task`` (its fixed subset, or a fresh draw when resampling)."""
+        if self.resample:
+            return self._draw(self.offsets[task + 1] - self.offsets[task]) + self.offsets[task]
+        return torch.arange(self.offsets[task], self.offsets[task + 1])
 
     def probe(self, strategy, n_tasks: int, size: int) -> list[float]:
         """Accuracy on the first ``size`` evaluation samples of each of tasks 0..n_tasks-1, not
@@ -103,7 +145,7 @@ class Evaluator:
 
     def _count(self, strategy, n_tasks: int, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Correct predictions and samples per task over ``rows`` of the pool (None: the prefix of
-        tasks 0..n_tasks-1)."""
+        tasks 0..n_tasks-1), in chunks; only the per-task counts of a chunk are kept."""
         model = strategy.model
         was_training = model.training
         model.eval()
@@ -116,37 +158,40 @@ class Evaluator:
                                                 for s in range(0, len(self.x), self.chunk_size)])
                 inputs = self._features if frozen else self.x
                 predict = strategy.predict_from_features if frozen else strategy.predict
-                stop = self.offsets[n_tasks]
-                n_rows = stop if rows is None else len(rows)
-                preds = []
+                n_rows = self.offsets[n_tasks] if rows is None else len(rows)
+                correct = torch.zeros(n_tasks, dtype=torch.long, device=self.device)
                 for s in range(0, n_rows, self.chunk_size):
                     sl = slice(s, min(s + self.chunk_size, n_rows))
-                    xb = inputs[sl] if rows is None else inputs.index_select(0, rows[sl])
-                    tb = self.task[sl] if rows is None else self.task.index_select(0, rows[sl])
-                    preds.append(predict(xb, tb).argmax(1))
-                y = self.y[:stop] if rows is None else self.y[rows]
-                t = self.task[:stop] if rows is None else self.task[rows]
-                hit = torch.cat(preds) == y
-                correct = torch.bincount(t[hit], minlength=n_tasks)
-                counts = torch.bincount(t, minlength=n_tasks)
+                    if rows is None:
+                        xb, tb, yb = inputs[sl], self.task[sl], self.y[sl]
+                    else:
+                        xb, tb, yb = (a.index_select(0, rows[sl]) for a in (inputs, self.task, self.y))
+                    hit = predict(xb, tb).argmax(1) == yb
+                    correct += torch.bincount(tb[hit], minlength=n_tasks)[:n_tasks]
+                t = self.task[:n_rows] if rows is None else self.task[rows]
+                counts = torch.bincount(t, minlength=n_tasks)[:n_tasks]
         finally:
             model.train(was_training)
         return correct, counts
 
     def log_rows(self) -> list[dict]:
-        """The accuracy log (one dict per evaluation and task), with one host transfer in all."""
+        """The accuracy log (one dict per evaluation and task), with one host transfer in all.
+        Evaluations are ordered by iteration (a schedule's looks back are made after later ones),
+        and the looks at one iteration are one evaluation step."""
         if not self.history:
             return []
-        sizes = [len(e.correct) for e in self.history]
-        correct = torch.cat([e.correct for e in self.history]).cpu().tolist()
-        counts = torch.cat([e.counts for e in self.history]).cpu().tolist()
-        rows, k = [], 0
-        for step, (e, m) in enumerate(zip(self.history, sizes)):
-            for task in range(m):
-                n = counts[k]
+        table = self.counts.rows().tolist()
+        order = sorted(range(len(self.history)), key=lambda k: self.history[k].iteration)
+        rows, step, last = [], -1, None
+        for k in order:
+            e = self.history[k]
+            if (e.iteration, e.trained_task) != last:
+                step, last = step + 1, (e.iteration, e.trained_task)
+            m, values = len(e.tasks), table[e.row]
+            for j, task in enumerate(e.tasks):
+                n = values[m + j]
                 rows.append({"eval_step": step, "iteration": e.iteration, "trained_task": e.trained_task,
-                             "task": task, "accuracy": correct[k] / n if n else float("nan"), "n": n})
-                k += 1
+                             "task": task, "accuracy": values[j] / n if n else float("nan"), "n": n})
         return rows
 
     @staticmethod

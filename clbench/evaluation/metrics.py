@@ -215,11 +215,28 @@ def lca(log: pd.DataFrame, b: int = 10) -> float:
 
 
 def aaa(log: pd.DataFrame) -> float:
-    """AAA: mean over all evaluations (after the first update) of the mean accuracy on the tasks
-    seen so far."""
+    """AAA (Caccia et al., ICLR 2022): the time average of the mean accuracy on the tasks seen so
+    far, from the first update on. Each evaluation of every seen task stands for the iterations
+    since the previous one (evaluations of some tasks only, a schedule's looks back, are left
+    out). With evaluation at every iteration every weight is 1: the plain mean over evaluations;
+    under a sparser schedule it is the same average estimated from the points evaluated, so it
+    depends on the schedule, unlike every other metric here."""
     L = as_log(log)
-    per_step = [np.nanmean(L.values[r, :L.phase[r] + 1]) for r in range(len(L.phase)) if L.phase[r] >= 0]
-    return _mean(per_step)
+    points, last = [], None
+    for r in range(len(L.phase)):
+        if L.phase[r] < 0:
+            last = L.iteration[r]
+            continue
+        seen = L.values[r, :L.phase[r] + 1]
+        if np.isnan(seen).any():
+            continue
+        start = last if last is not None else L.iteration[r] - 1
+        points.append((float(L.iteration[r] - start), float(seen.mean())))
+        last = L.iteration[r]
+    if not points:
+        return float("nan")
+    w, v = np.array(points).T
+    return float(np.sum(w * v) / np.sum(w))
 
 
 def stability_gap(log: pd.DataFrame) -> pd.DataFrame:
@@ -296,7 +313,7 @@ METRIC_DESCRIPTIONS = {
     "wf100": "windowed forgetting, window 100 iterations",
     "wp10": "windowed plasticity, window 10 iterations", "wp100": "windowed plasticity, window 100 iterations",
     "lca10": "learning-curve area over the first 10 iterations of each task (Chaudhry et al. 2019)",
-    "aaa": "average anytime accuracy over all evaluations",
+    "aaa": "average anytime accuracy: time average of the mean accuracy on the tasks seen (Caccia et al. 2022)",
     "gap_depth": "mean stability-gap depth over (old task, transition) pairs (Lapacz et al. 2025)",
     "gap_depth_norm": "gap depth divided by the pre-switch accuracy",
     "gap_recovery": "mean recovery from the gap's minimum by the end of the transition",
@@ -304,6 +321,27 @@ METRIC_DESCRIPTIONS = {
     "gap_unrecovered": "fraction of the dipped (task, transition) pairs that never recovered during the transition",
 }
 
+
+#: how each metric treats an iteration the schedule did not evaluate (``clbench list metrics``):
+#: every metric but AAA is computed from evaluations at exact iterations, never interpolated, so it
+#: is what every-iteration evaluation gives wherever the schedule evaluated the points it depends on
+UNEVALUATED = {
+    "acc": "not used: only end-of-task evaluations (always made, every task)",
+    "bwt": "not used: only end-of-task evaluations (always made)",
+    "fwt": "not used: end-of-task evaluations and the one before training",
+    "forgetting": "not used: only end-of-task evaluations (always made)",
+    "min_acc": "skipped (a minimum over evaluated iterations); refine looks back at each candidate minimum",
+    "wc_acc": "skipped, as min-ACC", "wf10": "skipped: a window with fewer than two evaluations shows no drop",
+    "wf100": "skipped, as WF10", "wp10": "skipped, as WF10", "wp100": "skipped, as WF10",
+    "lca10": "skipped: averages the evaluations of each task's first 10 iterations (refine evaluates them all)",
+    "aaa": "SCHEDULE-DEPENDENT: each evaluation of every seen task stands for the iterations since the previous "
+           "one (exact under every-iteration evaluation, an estimate otherwise)",
+    "gap_depth": "skipped, as min-ACC", "gap_depth_norm": "skipped, as min-ACC",
+    "gap_recovery": "skipped: minimum as min-ACC, end of the transition always evaluated",
+    "gap_iters_to_recover": "skipped: the first evaluated iteration back in the band (refine looks back at the "
+                            "exact crossing)",
+    "gap_unrecovered": "skipped, as iterations to recover",
+}
 
 #: a loss whose running median exceeds this many times its starting value has diverged
 DIVERGENCE_FACTOR = 100.0

@@ -27,6 +27,8 @@ class Schedule:
 
     #: samples per task a probe looks at (schedules that probe set it)
     probe_size = 0
+    #: iterations whose prediction tensors the loop keeps for looks back (``next_look``); 0: none
+    depth = 0
 
     def __init__(self, every: int | None = None, dense_after_switch: int = 0):
         if every is not None and every < 1:
@@ -55,6 +57,17 @@ class Schedule:
     def observe_probe(self, n: int, accuracy: list[float]) -> bool:
         """After a probe at ``n``: True asks the loop to evaluate at ``n`` itself."""
         return False
+
+    def fit_depth(self, depth: int) -> None:
+        """The loop holds only ``depth`` iterations (a network too large for its snapshot memory)."""
+
+    def next_look(self) -> tuple[int, list[int]] | None:
+        """After an evaluation: a past iteration (held by the loop's snapshots) to evaluate, and for
+        which tasks; None when there is none. The loop asks until None."""
+        return None
+
+    def observe_look(self, n: int, tasks: list[int], accuracy) -> None:
+        """The accuracies of a look back at ``n`` for ``tasks`` (host values)."""
 
     def config(self) -> dict:
         """What config.json records of the rule."""
@@ -206,4 +219,267 @@ def make_schedule(kind: str, every: int | None, dense_after_switch: int, task_si
     """The schedule an experiment's settings name (``RunSettings.eval_schedule``)."""
     if kind == "adaptive":
         return AdaptiveSchedule.for_run(task_sizes, every)
+    if kind == "refine":
+        if dense_after_switch:
+            raise InputError("--dense-after-switch belongs to --eval-schedule periodic; the refine schedule "
+                             "looks back at every iteration after a switch that its metrics need")
+        return RefineSchedule(period=every if every and every > 1 else RefineSchedule.PERIOD, task_sizes=task_sizes)
     return Schedule(every, dense_after_switch)
+
+
+class RefineSchedule(Schedule):
+    """Coarse evaluation, then looks back at the exact iterations where a metric's point may lie
+    (``--eval-schedule refine``, the default).
+
+    The loop keeps the prediction tensors of the last ``period`` iterations (a ``SnapshotRing``):
+    evaluating one later gives exactly what an evaluation at that iteration would have given. So
+    every task seen so far is evaluated only on a coarse grid (1, 2, 4 and 8 updates into each
+    segment, where a dip starts, then every ``period``), and after each coarse evaluation at
+    ``b`` (the previous one at ``a``) the schedule looks back, *for the tasks that need it only*:
+
+    - **minimum** (min-ACC, WC-ACC, gap depth) of an old task: bisection of (a, b) while a
+      sub-interval may hold a value below the lowest seen in the segment: while its lower end,
+      less how far the curve can stray and come back inside it (``reach`` times half its length
+      at the task's recent speed: its noise, or the steepest slope between its known points of
+      the last period where faster, as right after a switch), is within the noise margin of it;
+    - **a dip that came back** inside (a, b) (WF): bisection, for every task, while the drop from
+      the points a window before ``a`` (or from the higher end) to the lower end less the stray
+      beyond the noise may exceed the task's largest drop within ``window`` iterations so far;
+    - **recovery** (iterations-to-recover): every iteration of the first gap between known points,
+      after the minimum of an old task that dipped, that may hold its first return to within
+      ``tolerance`` of its accuracy before the switch;
+    - **largest drop or rise** within ``window`` iterations (WF, WP): every iteration of (a, b) when
+      the change from the points a window before ``a`` to ``b`` exceeds the noise margin and the
+      largest change seen so far less the margin;
+    - the first ``window`` updates of the task in training (LCA) and the last ``window`` of every
+      segment (a drop across a switch starts before it).
+
+    The noise margin keeps noise alone from keeping the schedule dense (a fixed subset's accuracy
+    moves between iterations with no real change): per task, ``z`` times the median move between
+    consecutive iterations it has seen, and at least ``floor_samples`` samples' worth. Points no
+    look reaches are never evaluated, so every metric comes from evaluations at exact iterations
+    (``clbench list metrics`` says how each treats the others). What it costs and how close it
+    comes to every-iteration evaluation: ``benchmarks/scale.py``.
+    """
+
+    PERIOD = 16
+    EARLY = (1, 2, 4, 8)
+
+    def __init__(self, period: int = PERIOD, window: int = 10, tolerance: float = 0.01, z: float = 2.0,
+                 floor_samples: float = 3.0, reach: float = 1.0, task_sizes: list[int] | None = None):
+        super().__init__(every=None)
+        if period < 2:
+            raise InputError(f"the refine schedule's period must be at least 2, not {period}")
+        self.period, self.window, self.tolerance, self.z = period, window, tolerance, z
+        self.floor_samples, self.reach = floor_samples, reach
+        self.floors = [floor_samples / max(1, n) for n in (task_sizes or [])]
+        #: iterations of snapshots the loop keeps: the interior of one coarse interval
+        self.depth = period
+        self.start: int | None = None
+        self.stop: int | None = None  # the segment's last update, where the loop says it
+        self.prev = 0  # the last coarse evaluation
+        self.training: int | None = None
+        self.full: np.ndarray | None = None  # the accuracies of the last coarse evaluation (every task)
+        self.pre: np.ndarray | None = None  # accuracies at the segment's start
+        self.points: dict[int, dict[int, float]] = {}  # task -> {iteration: accuracy} in this segment
+        self.moves: dict[int, list[float]] = {}  # task -> moves between consecutive iterations seen
+        self.drop: dict[int, float] = {}  # task -> its largest drop within window so far (evaluated points)
+        self.rise: dict[int, float] = {}  # task -> its largest rise within window so far
+        self.queue: list[tuple[int, list[int]]] = []  # looks to make: (iteration, tasks)
+        self.bisect: list[tuple[int, int, int]] = []  # (task, a, b) that may hold a new minimum
+        self.old: list[int] = []  # the old tasks of the current interval, checked for recovery
+        self.interval = (0, 0)
+
+    def fit_depth(self, depth: int) -> None:
+        """Coarse evaluations closer together, so that every look back stays within the ring (which
+        holds the coarse iteration itself and the ``period - 1`` before it)."""
+        self.period = self.depth = max(2, min(self.period, depth))
+
+    def config(self) -> dict:
+        return {"kind": "refine", "period": self.period, "early": list(self.EARLY), "window": self.window,
+                "tolerance": self.tolerance, "z": self.z, "floor_samples": self.floor_samples, "reach": self.reach}
+
+    # ---------------------------------------------------------------- the grid
+    def begin_segment(self, start: int, stop: int | None = None) -> None:
+        self.start, self.prev, self.stop = start, start, stop
+        self.pre = None if self.full is None else self.full.copy()
+        self.points = {} if self.pre is None else {i: {start: float(a)} for i, a in enumerate(self.pre)}
+
+    def at(self, n: int) -> Action:
+        k = n - (self.start or 0)
+        return EVALUATE if k in self.EARLY or k % self.period == 0 else None
+
+    # ---------------------------------------------------------------- what was seen
+    def _pace(self, task: int) -> float:
+        """The task's median move between consecutive iterations (0 before any is seen): its noise."""
+        moves = self.moves.get(task)
+        return float(np.median(moves)) if moves else 0.0
+
+    def _speed(self, task: int, a: int) -> float:
+        """How fast the task's accuracy moves just before ``a``: its noise, or the steepest slope
+        between its known points of the last period where that is faster (right after a switch,
+        where some strategies oscillate by tens of points within a few iterations)."""
+        pts = self.points[task]
+        recent = sorted((m, v) for m, v in pts.items() if a - self.period <= m <= a)
+        slopes = [abs(w - v) / (n - m) for (m, v), (n, w) in zip(recent, recent[1:])]
+        return max([self._pace(task), *slopes])
+
+    def _margin(self, task: int) -> float:
+        floor = self.floors[task] if task < len(self.floors) else 0.003
+        return max(floor, self.z * self._pace(task)) if self.moves.get(task) else max(floor, 0.01)
+
+    def _reach(self, task: int, a: int, b: int) -> float:
+        """How far the curve may stray from both ends of (a, b) and come back."""
+        return self.reach * (b - a) / 2 * self._speed(task, a)
+
+    def _add(self, task: int, n: int, accuracy: float) -> None:
+        pts = self.points.setdefault(task, {})
+        pts[n] = accuracy
+        for m in (n - 1, n + 1):
+            if m in pts:
+                moves = self.moves.setdefault(task, [])
+                moves.append(abs(pts[m] - accuracy))
+                del moves[:-200]
+        drop, rise = self.drop.get(task, 0.0), self.rise.get(task, 0.0)
+        for m, v in pts.items():
+            if 0 < abs(n - m) < self.window:
+                change = accuracy - v if m < n else v - accuracy
+                drop, rise = max(drop, -change), max(rise, change)
+        self.drop[task], self.rise[task] = drop, rise
+
+    def _low(self, task: int) -> tuple[float, int]:
+        """The lowest accuracy of ``task`` evaluated in this segment after its start, and where."""
+        pts = {m: v for m, v in self.points[task].items() if m > self.start}
+        m = min(pts, key=lambda k: (pts[k], k))
+        return pts[m], m
+
+    def observe(self, n: int, evaluation, seen: int, training: int | None) -> None:
+        acc = (evaluation.correct.float() / evaluation.counts.clamp(min=1).float()).cpu().numpy()
+        self.observe_accuracy(n, acc, seen, training)
+
+    def observe_accuracy(self, n: int, accuracy, seen: int, training: int | None) -> None:
+        """After a coarse evaluation at ``n`` of every task seen so far (host values): plan the looks
+        back at the iterations since the previous one."""
+        acc = np.asarray(accuracy, dtype=float)
+        self.full = acc if self.full is None or len(acc) >= len(self.full) else np.concatenate(
+            [acc, self.full[len(acc):]])
+        if self.start is None or n <= self.prev:
+            return
+        a, b = self.prev, n
+        self.prev, self.interval, self.training = n, (a, n), training
+        tasks = range(min(seen, len(acc)))
+        for i in tasks:
+            self._add(i, b, float(acc[i]))
+        if b - a < 2 or training is None:
+            return
+        looks: dict[int, list[int]] = {}
+        end = b == self.stop
+        self.old = []
+        for i in tasks:
+            wanted: range | None = None
+            if self._moved(i, a, b):
+                wanted = range(a + 1, b)
+            else:
+                self.bisect.append((i, a, b))
+                if i == training:
+                    wanted = range(a + 1, min(b, self.start + self.window + 1))
+            if i != training:
+                self.old.append(i)
+            its = set(wanted or ())
+            if end:  # a drop across the switch can start in the segment's last iterations
+                its.update(range(max(a + 1, b - self.window + 1), b))
+            for m in its:
+                looks.setdefault(m, []).append(i)
+        self._plan(looks)
+
+    def _moved(self, i: int, a: int, b: int) -> bool:
+        """Whether (a, b) may hold task ``i``'s largest drop (WF) or rise (WP) within ``window``."""
+        pts, margin = self.points[i], self._margin(i)
+        before = [v for m, v in pts.items() if a - self.window < m <= a]
+        if not before:
+            return False
+        vb = pts[b]
+        drop, rise = max(before) - vb, vb - min(before)
+        return (drop > max(margin, self.drop.get(i, 0.0) - margin)
+                or rise > max(margin, self.rise.get(i, 0.0) - margin))
+
+    def _plan(self, looks: dict[int, list[int]]) -> None:
+        """Queue the looks not made yet (a task's known iterations are skipped)."""
+        for m in sorted(looks):
+            tasks = [i for i in dict.fromkeys(looks[m]) if m not in self.points.get(i, {})]
+            if tasks:
+                self.queue.append((m, tasks))
+
+    def _worth_bisecting(self, i: int, a: int, b: int) -> bool:
+        """Whether (a, b) may hold a new minimum of old task ``i`` (its lower end, less how far the
+        curve can stray in it, within the margin of the lowest value seen in the segment), or a
+        drop within ``window`` larger than the task's largest so far (a dip that came back inside
+        it: the drop from the points a window before ``a``, or from the higher end, to the lower
+        end less the noise's excursion)."""
+        pts, margin = self.points[i], self._margin(i)
+        lo, hi = min(pts[a], pts[b]), max(pts[a], pts[b])
+        if i != self.training:
+            low, _ = self._low(i)
+            # nothing is below 0: a task at 0 has its minimum already
+            if low > 0 and lo - self._reach(i, a, b) <= low + margin:
+                return True
+        # noise strays by about the margin; a curve moving faster than its noise by up to its speed
+        stray = self.reach * (b - a) / 2 * max(0.0, self._speed(i, a) - self._pace(i))
+        before = max([v for m, v in pts.items() if a - self.window < m <= a] + [hi + stray])
+        return before - (lo - stray) > max(margin, self.drop.get(i, 0.0) + margin)
+
+    def _bisect(self) -> None:
+        """One round of bisection: look at the middle of every interval that may hold a new minimum
+        (every iteration of the short ones)."""
+        looks: dict[int, list[int]] = {}
+        again = []
+        for i, a, b in self.bisect:
+            if b - a < 2 or not self._worth_bisecting(i, a, b):
+                continue
+            if b - a <= 3:
+                for m in range(a + 1, b):
+                    looks.setdefault(m, []).append(i)
+            else:
+                mid = (a + b) // 2
+                looks.setdefault(mid, []).append(i)
+                again += [(i, a, mid), (i, mid, b)]
+        self.bisect = again
+        self._plan(looks)
+
+    def _recovery(self) -> None:
+        """Fill the first gap between known points of the current interval that may hold an old
+        task's first return after its minimum (within ``tolerance`` of its accuracy before the
+        switch). Filled, not bisected: a curve hovering at the threshold crosses it several times,
+        and the first crossing is the one that counts."""
+        a, b = self.interval
+        looks: dict[int, list[int]] = {}
+        for i in self.old:
+            if self.pre is None or i >= len(self.pre):
+                continue
+            threshold = self.pre[i] - self.tolerance
+            low, at = self._low(i)
+            if low >= threshold:
+                continue
+            pts = self.points[i]
+            known = sorted(m for m in pts if max(a, at) <= m <= b)
+            for p, q in zip(known, known[1:]):
+                if pts[p] >= threshold:
+                    break  # back already, at a known iteration with none unknown before it
+                if q - p > 1 and max(pts[p], pts[q]) >= threshold - max(self._margin(i), self._reach(i, p, q)):
+                    for m in range(p + 1, q):
+                        looks.setdefault(m, []).append(i)
+                    break
+        self._plan(looks)
+
+    def next_look(self) -> tuple[int, list[int]] | None:
+        """The next past iteration to evaluate and for which tasks (None: nothing more now)."""
+        while not self.queue and self.bisect:
+            self._bisect()
+        if not self.queue:
+            self._recovery()
+        return self.queue.pop(0) if self.queue else None
+
+    def observe_look(self, n: int, tasks: list[int], accuracy) -> None:
+        """The accuracies of a look back at ``n`` for ``tasks``."""
+        for i, v in zip(tasks, accuracy):
+            self._add(i, n, float(v))

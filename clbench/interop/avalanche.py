@@ -127,60 +127,66 @@ def _plugin_base():
 class ContinualEvaluationPlugin:
     """Per-iteration continual evaluation inside an Avalanche training loop.
 
-    Evaluates before the first update (every task), every ``eval_every`` iterations (tasks seen so
-    far), for the first ``dense_after_switch`` iterations of each experience and at every
-    experience end (every task), exactly like clbench's runner, on the fixed subsets of
-    clbench's ``Evaluator``. ``log()`` gives the accuracy log; ``summary()`` the metrics.
-    Construct it with ``ContinualEvaluationPlugin.create(scenario, ...)`` (the Avalanche base class
-    is resolved at call time so that importing clbench does not import Avalanche).
+    Evaluates before the first update (every task), at every experience end (every task) and in
+    between as the named schedule asks (``clbench.evaluation.schedules``: ``periodic``, every
+    ``eval_every`` iterations plus ``dense_after_switch`` after each switch; ``refine``, coarse
+    evaluation with looks back at the exact iterations the metrics need), exactly like clbench's
+    runner, on the fixed subsets of clbench's ``Evaluator``. ``log()`` gives the accuracy log;
+    ``summary()`` the metrics. Construct it with ``ContinualEvaluationPlugin.create(scenario, ...)``
+    (the Avalanche base class is resolved at call time so that importing clbench does not import
+    Avalanche).
     """
 
     @staticmethod
     def create(scenario: Scenario, *, eval_every: int | None = 1, eval_subset: int | str = 1000,
                eval_resample: bool = False, dense_after_switch: int = 0, seed: int = 0, device="cpu",
-               precision: str = "fp32", progress=None, split: str = "test", meter=None):
+               precision: str = "fp32", progress=None, split: str = "test", meter=None,
+               schedule: str = "periodic"):
+        from clbench.evaluation.driver import Evaluations
         from clbench.evaluation.evaluator import Evaluator, subset_size
-        from clbench.evaluation.schedules import Schedule
+        from clbench.evaluation.rowlog import RowLog
+        from clbench.evaluation.schedules import make_schedule
 
         base = _plugin_base()
 
         class _Plugin(base):
             def __init__(self):
                 super().__init__()
-                #: the periodic rule of clbench's own loop (``clbench.evaluation.schedules``)
-                self.schedule = Schedule(eval_every, dense_after_switch)
                 self.scenario = scenario
                 self.evaluator = Evaluator(scenario, subset=subset_size(eval_subset), resample=eval_resample,
                                            seed=seed, device=device, precision=precision, split=split)
+                sizes = [b - a for a, b in zip(self.evaluator.offsets, self.evaluator.offsets[1:])]
+                self.schedule = make_schedule(schedule, eval_every, dense_after_switch, sizes)
                 #: a clbench.evaluation.cost.CostMeter counting the FLOPs of sampled iterations (optional)
                 self.meter = meter
-                self.view = None
+                self.driver: Evaluations | None = None
                 self.iteration = 0
+                self.stop = 0
                 self.phase = -1
                 self.current = 0
-                self.eval_seconds = 0.0
-                self.losses: list[torch.Tensor] = []
+                #: one loss per iteration, in place on the device (``clbench.evaluation.rowlog``)
+                self.losses = RowLog(1, device, torch.float32)
                 self.tasks: list[int] = []
                 self.iter_seconds: list[float] = []
                 self._t0 = 0.0
                 self.progress = progress
 
-            def _evaluate(self, strategy, n_tasks: int, trained: int) -> None:
-                if self.view is None or self.view.model is not strategy.model:
-                    self.view = _ModelView(strategy.model, scenario.setting, scenario.task_classes,
-                                           scenario.n_classes)
-                t0 = time.perf_counter()
-                ev = self.evaluator.evaluate(self.view, n_tasks, self.iteration, trained)
-                self.eval_seconds += time.perf_counter() - t0
-                if self.progress is not None:
-                    self.progress(self.iteration, None, trained, ev)
+            @property
+            def eval_seconds(self) -> float:
+                return self.driver.seconds if self.driver is not None else 0.0
 
             def before_training_exp(self, strategy, **kwargs):
+                if self.driver is None or self.driver.strategy.model is not strategy.model:
+                    view = _ModelView(strategy.model, scenario.setting, scenario.task_classes, scenario.n_classes)
+                    seconds = self.eval_seconds
+                    self.driver = Evaluations(self.evaluator, self.schedule, view, progress=self.progress)
+                    self.driver.seconds = seconds
                 self.current = strategy.experience.current_experience
                 if not self.evaluator.history:
-                    self._evaluate(strategy, self.evaluator.n_tasks, -1)
+                    self.driver.evaluate(0, self.evaluator.n_tasks, 0, -1)
                 self.phase = max(self.phase, self.current)
-                self.schedule.begin_segment(self.iteration)
+                self.stop = self.iteration + len(strategy.dataloader) * strategy.train_epochs
+                self.schedule.begin_segment(self.iteration, self.stop)
 
             def before_training_iteration(self, strategy, **kwargs):
                 self._t0 = time.perf_counter()
@@ -191,18 +197,15 @@ class ContinualEvaluationPlugin:
                 if self.meter is not None:
                     self.meter.stop()
                 self.iteration += 1
-                self.losses.append(strategy.loss.detach().reshape(()))
+                self.losses.add(strategy.loss.detach().float())
                 self.tasks.append(self.current)
                 self.iter_seconds.append(time.perf_counter() - self._t0)
-                if self.schedule.at(self.iteration):
-                    self._evaluate(strategy, self.phase + 1, self.current)
+                self.driver.updated(self.iteration)
+                if self.iteration != self.stop:  # the experience's end is evaluated in after_training_exp
+                    self.driver.between(self.iteration, self.phase + 1, self.current)
 
             def after_training_exp(self, strategy, **kwargs):
-                # the experience-end evaluation replaces a periodic one at the same iteration
-                h = self.evaluator.history
-                if h and h[-1].iteration == self.iteration and len(h) > 1:
-                    h.pop()
-                self._evaluate(strategy, self.evaluator.n_tasks, self.current)
+                self.driver.evaluate(self.iteration, self.evaluator.n_tasks, self.phase + 1, self.current)
 
             def log(self):
                 import pandas as pd

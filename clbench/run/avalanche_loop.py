@@ -23,9 +23,9 @@ from clbench.run.resolve import ResolvedRun
 def check_settings(run: ResolvedRun) -> None:
     """What Avalanche's loop cannot do, said in one line each."""
     config = run.config
-    if config.eval_schedule != "periodic":
-        raise InputError(f"{config.strategy} trains in Avalanche's loop, which evaluates periodically: "
-                         f"--eval-schedule {config.eval_schedule} runs clbench's strategies only")
+    if config.eval_schedule == "adaptive":
+        raise InputError(f"{config.strategy} trains in Avalanche's loop, where clbench does not probe: "
+                         f"--eval-schedule adaptive runs clbench's strategies only (periodic and refine run both)")
     if config.augment != "none":
         raise InputError(f"avalanche:* strategies train on clbench's tensors without augmentation; "
                          f"use --augment none (this experiment asks for {config.augment!r})")
@@ -49,7 +49,7 @@ def train_avalanche(run: ResolvedRun, scenario: scenarios.Scenario, device: torc
                                               eval_resample=config.eval_resample,
                                               dense_after_switch=config.dense_after_switch, seed=config.seed,
                                               device=device, precision=config.eval_precision, progress=progress,
-                                              split=config.eval_on, meter=meter)
+                                              split=config.eval_on, meter=meter, schedule=config.eval_schedule)
     torch.manual_seed(config.seed)
     strategy = make_strategy(name, model, optimizer, batch_size=config.batch_size, epochs=int(config.epochs),
                              device=device, plugins=[plugin], params=params)
@@ -61,7 +61,7 @@ def train_avalanche(run: ResolvedRun, scenario: scenarios.Scenario, device: torc
     with warnings.catch_warnings(record=True):
         for exp in bm.train_stream:
             strategy.train(exp, num_workers=0)
-    losses = torch.stack(plugin.losses).float().cpu().numpy() if plugin.losses else np.zeros(0)
+    losses = plugin.losses.rows()[:, 0].numpy()
     held_capacity = capacity(name, params, len(scenario.tasks))
     cost = run_cost(meter, memory_held(strategy), model, config.strategy)
     cost["flop_counting"]["consolidation_flops"] = "not counted (inside Avalanche's loop)"

@@ -10,44 +10,11 @@ import torch
 
 from clbench import scenarios
 from clbench.evaluation.cost import CostMeter
-from clbench.evaluation.evaluator import Evaluator
-from clbench.evaluation.schedules import EVALUATE, PROBE, Schedule
+from clbench.evaluation.driver import Evaluations
 from clbench.run.parts import build_model_and_optimizer, make_evaluator, scenario_seed, schedule_for
 from clbench.run.record import Trained, run_cost
 from clbench.run.resolve import ResolvedRun
 from clbench.scenarios.orderings import make_stream
-
-
-class Evaluations:
-    """The evaluator and its schedule inside a loop: evaluations (timed, reported to the schedule and
-    the progress callback) and probes."""
-
-    def __init__(self, evaluator: Evaluator, schedule: Schedule, strategy, n_total: int, progress=None):
-        self.evaluator, self.schedule, self.strategy = evaluator, schedule, strategy
-        self.n_total, self.progress = n_total, progress
-        self.seconds = 0.0
-
-    def evaluate(self, n: int, n_tasks: int, seen: int, trained: int) -> None:
-        """Tasks 0..n_tasks-1 after update ``n``; ``seen`` tasks have been trained on."""
-        t0 = time.perf_counter()
-        ev = self.evaluator.evaluate(self.strategy, n_tasks, n, trained)
-        self.schedule.observe(n, ev, seen, trained)
-        self.seconds += time.perf_counter() - t0
-        if self.progress is not None:
-            self.progress(n, self.n_total, trained, ev)
-
-    def between(self, n: int, seen: int, trained: int) -> None:
-        """After update ``n`` inside a segment: what the schedule asks for."""
-        action = self.schedule.at(n)
-        if action == EVALUATE:
-            self.evaluate(n, seen, seen, trained)
-        elif action == PROBE:
-            t0 = time.perf_counter()
-            accuracy = self.evaluator.probe(self.strategy, seen, self.schedule.probe_size)
-            moved = self.schedule.observe_probe(n, accuracy)
-            self.seconds += time.perf_counter() - t0
-            if moved:  # evaluate where the move was seen, then densely on
-                self.evaluate(n, seen, seen, trained)
 
 
 def train_clbench(run: ResolvedRun, scenario: scenarios.Scenario, device: torch.device, progress=None,
@@ -73,7 +40,7 @@ def train_clbench(run: ResolvedRun, scenario: scenarios.Scenario, device: torch.
     batches = stream.on(device)
     n_total = len(stream)
     evaluations = Evaluations(evaluator, schedule, strategy, n_total, progress)
-    losses: list[torch.Tensor] = []
+    losses = torch.zeros(n_total, device=device)  # written in place: see clbench.evaluation.rowlog
     train_seconds = np.zeros(n_total)
     tasks = stream.tasks or scenario.tasks
     seen = 0
@@ -88,15 +55,16 @@ def train_clbench(run: ResolvedRun, scenario: scenarios.Scenario, device: torch.
         for it in range(seg.start, seg.stop):
             t0 = time.perf_counter()
             x, y, task_ids = batches.batch(it)
-            losses.append(meter.step(it, lambda: strategy.observe(x, y, task_ids)))  # noqa: B023
+            losses[it] = meter.step(it, lambda: strategy.observe(x, y, task_ids)).detach()  # noqa: B023
             if it + 1 == seg.stop:  # strategies consolidate a task once, at its first end
                 meter.hook(lambda: strategy.after_task(task))  # noqa: B023
             train_seconds[it] = time.perf_counter() - t0
+            evaluations.updated(it + 1)
             if it + 1 == seg.stop:
                 evaluations.evaluate(it + 1, evaluator.n_tasks, seen, seg.task)
             else:
                 evaluations.between(it + 1, seen, seg.task)
-    loss_values = torch.stack(losses).float().cpu().numpy() if losses else np.zeros(0)
+    loss_values = losses.cpu().numpy()
     return Trained(evaluator, loss_values, stream.task_of_iteration.numpy(), train_seconds, evaluations.seconds,
                    strategy.config(), {**stream.meta, "iterations_total": n_total},
                    run_cost(meter, strategy.memory_held(), strategy.model, config.strategy + strategy.label_suffix()),

@@ -60,7 +60,7 @@ def summarize(run: ResolvedRun, scenario: scenarios.Scenario, trained: Trained, 
     train_s = float(trained.train_seconds.sum())
     cost = {k: v for k, v in trained.cost.items() if k != "flop_counting"}
     return {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
-            "n_evaluations": len(trained.evaluator.history), "wall_seconds": wall_seconds,
+            "n_evaluations": trained.evaluator.n_steps(), "wall_seconds": wall_seconds,
             "train_seconds": train_s, "eval_seconds": trained.eval_seconds,
             "train_iters_per_second": n_total / max(train_s, 1e-9),
             # the first iteration at which the loss diverged (``metrics.DIVERGENCE_RULE``), or None

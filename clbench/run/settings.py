@@ -68,12 +68,16 @@ class RunSettings:
     batch_size: Count | None = setting(None, "training batch size", per_strategy=True)
     epochs: Positive | None = setting(None, "epochs per task (scenario default otherwise)")
     iterations: Count | None = setting(None, "iterations per task (instead of epochs)")
-    eval_every: Count | None = setting(1, "evaluate every N iterations [1]")
-    #: "periodic": every ``eval_every`` iterations (plus ``dense_after_switch``); "adaptive": every
-    #: iteration while old tasks' accuracy moves, sparse elsewhere (``clbench.evaluation.schedules``)
-    eval_schedule: Literal["periodic", "adaptive"] = setting(
-        "periodic", "periodic: every --eval-every iterations; adaptive: every iteration while old tasks' accuracy "
-        "moves, sparse where it does not [periodic]")
+    eval_every: Count | None = setting(
+        1, "periodic: evaluate every N iterations [1]; refine: coarse evaluation every N (above 1) [16]")
+    #: "refine": coarse evaluation, looks back at the exact iterations the metrics need (the
+    #: default); "periodic": every ``eval_every`` iterations (plus ``dense_after_switch``), every
+    #: iteration by default, the reference; "adaptive": every iteration while old tasks' accuracy
+    #: moves, sparse elsewhere (``clbench.evaluation.schedules``)
+    eval_schedule: Literal["refine", "periodic", "adaptive"] = setting(
+        "refine", "refine: coarse evaluation and looks back at the exact iterations of each minimum, recovery "
+        "and largest drop [the default]; periodic: every --eval-every iterations (every iteration: the "
+        "reference); adaptive: dense while accuracy moves")
     eval_subset: EvalSubset = setting(1000, "evaluation samples per task, or 'all' [1000]")
     eval_resample: bool = setting(False, "redraw evaluation subsets every time")
     eval_precision: Literal["fp32", "bf16"] = setting(

@@ -64,6 +64,16 @@ def test_lca_and_aaa(log):
     assert metrics.aaa(log) == pytest.approx((0.5 + 0.9 + 0.5 + 0.7 + 0.8975) / 5)
 
 
+def test_aaa_weights_each_full_evaluation_by_the_iterations_it_stands_for():
+    # evaluations at 0 (before training), 2, 3 and 7 of one task; a look back at 5 of task 0 alone
+    rows = [(0, 0, -1, {0: 0.1, 1: 0.1}), (1, 2, 0, {0: 0.6}), (2, 3, 0, {0: 0.7}), (3, 5, 1, {0: 0.2}),
+            (4, 7, 1, {0: 0.5, 1: 0.9})]
+    log = pd.DataFrame([{"eval_step": s, "iteration": i, "trained_task": t, "task": k, "accuracy": a, "n": 100}
+                        for s, i, t, accs in rows for k, a in accs.items()])
+    # 0.6 stands for iterations 1-2, 0.7 for 3, (0.5 + 0.9) / 2 for 4-7; the partial look is left out
+    assert metrics.aaa(log) == pytest.approx((2 * 0.6 + 0.7 + 4 * 0.7) / 7)
+
+
 def test_stability_gap(log):
     gap = metrics.stability_gap(log)
     assert len(gap) == 1

@@ -106,6 +106,7 @@ def test_bad_orderings_are_clear_errors(sc):
 
 def test_boundary_aware_strategies_get_nominal_boundaries_in_fuzzy_streams():
     res = run(RunConfig(scenario="split-digits", strategy="ewc", seed=0, eval_every=10, ordering="fuzzy",
+                        eval_schedule="periodic",
                         iterations=40, ordering_params={"width": 10}))
     assert res.summary["n_tasks"] == 5 and 0 < res.summary["acc"] <= 1
     steps = res.log.groupby("eval_step").agg(n=("task", "size"), it=("iteration", "first"), t=("trained_task", "first"))
@@ -114,7 +115,8 @@ def test_boundary_aware_strategies_get_nominal_boundaries_in_fuzzy_streams():
 
 
 def test_recurring_metrics_use_phases():
-    res = run(RunConfig(scenario="split-digits", strategy="finetune", seed=0, eval_every=None, ordering="recurring"))
+    res = run(RunConfig(scenario="split-digits", strategy="finetune", seed=0, eval_every=None, ordering="recurring",
+                        eval_schedule="periodic"))
     # rehearsal segments end with a full evaluation too: 1 + 5 tasks + 10 rehearsal segments
     assert res.summary["n_evaluations"] == 16
     assert res.summary["acc"] > 0

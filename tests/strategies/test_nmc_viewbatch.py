@@ -57,9 +57,9 @@ def test_nmc_evaluation_embeds_once_and_then_only_compares_means():
     first = ev.evaluate(nmc, 2, 0, 0)
     assert sum(calls) == ev.offsets[-1]  # every evaluation sample embedded once
     for n in range(1, 4):
-        ev.evaluate(nmc, 2, n, 0)
+        last = ev.evaluate(nmc, 2, n, 0)
     assert sum(calls) == ev.offsets[-1]
-    assert torch.equal(first.correct, ev.history[-1].correct)
+    assert torch.equal(first.correct, last.correct)
 
 
 def test_nmc_on_a_checkpoint_backbone(tmp_path):

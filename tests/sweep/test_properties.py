@@ -29,7 +29,8 @@ valid_settings = st.fixed_dictionaries({
     "val_fraction": st.sampled_from([0.0, 0.1, 0.25]),
     "augment": st.sampled_from(["none", "weak"]),
     "dense_after_switch": st.integers(0, 3),
-})
+    "eval_schedule": st.sampled_from(["refine", "periodic"]),
+}).map(lambda v: {**v, "dense_after_switch": 0} if v["eval_schedule"] == "refine" else v)  # periodic's option
 
 NAN, INF = float("nan"), float("inf")
 #: per field, values that must be refused (wrong type, out of range, not finite, unknown name)
@@ -50,6 +51,7 @@ BAD_VALUES = {
     "threads": [0, -1, "many"],
     "orderings": [0, -1],
     "eval_precision": ["fp8"],
+    "eval_schedule": ["sometimes"],
     "eval_on": ["train"],
     "optimizer": ["rmsprop"],
     "model": ["transformer"],

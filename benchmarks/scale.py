@@ -1,0 +1,121 @@
+"""Continual evaluation at the scale of real benchmarks: evaluations made, training and evaluation
+seconds, peak resident memory, and each stability metric's difference from every-iteration
+evaluation, seed for seed, under the default schedule (``refine``) and every-iteration evaluation
+(``periodic``, the reference).
+
+Configurations (``--configs``, comma-separated; all by default):
+
+- ``perm5``, ``perm10``, ``perm20``: permuted-fmnist with 5, 10 and 20 tasks of 50 iterations
+  (memory: peak RSS must not grow with the number of evaluations);
+- ``perm-default``: the default permuted-fmnist stream (10 tasks x 1,000 iterations);
+- ``split1``, ``split3``, ``split10``: split-fmnist at 1, 3 and 10 epochs per task (De Lange et
+  al. train 10);
+- ``digits``: the default benchmark's split-digits (with ``--strategies
+  finetune,joint,joint-offline,er,ewc,gem,nmc,vb-er --seeds 0,1,2``: ``clbench run``'s runs).
+
+Strategies finetune, er, ewc, gem and joint (``--strategies``), seed 0 (``--seeds``). Every run is
+made in a fresh process (``max_tasks_per_child=1``), so its peak RSS is its own; ``--jobs`` runs
+that many at once. Runs are kept under ``--out`` (``results/scale`` by default) and a finished run
+is not made again, so an interrupted benchmark resumes. Targets (issue #25): eval s <= train s
+under the default schedule on ``perm-default`` and ``split10``; metric differences within 0.005
+(iterations-to-recover within 2); peak RSS of ``perm20`` under every-iteration evaluation at most
+3 GB.
+
+    python benchmarks/scale.py [--configs perm5,split1] [--strategies finetune,er] [--jobs 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+CONFIGS: dict[str, dict] = {
+    "perm5": {"scenario": "permuted-fmnist", "scenario_options": {"n_tasks": 5}, "iterations": 50},
+    "perm10": {"scenario": "permuted-fmnist", "scenario_options": {"n_tasks": 10}, "iterations": 50},
+    "perm20": {"scenario": "permuted-fmnist", "scenario_options": {"n_tasks": 20}, "iterations": 50},
+    "perm-default": {"scenario": "permuted-fmnist"},
+    "split1": {"scenario": "split-fmnist", "epochs": 1},
+    "split3": {"scenario": "split-fmnist", "epochs": 3},
+    "split10": {"scenario": "split-fmnist", "epochs": 10},
+    "digits": {"scenario": "split-digits"},
+}
+SCHEDULES = {"every": {"eval_schedule": "periodic", "eval_every": 1}, "default": {}}
+STRATEGIES = ["finetune", "er", "ewc", "gem", "joint"]
+METRICS = [("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"), ("gap_depth", "gap"), ("wf10", "WF10"),
+           ("gap_iters_to_recover", "recover")]
+TOLERANCE = {"gap_iters_to_recover": 2.0}
+
+
+def one_run(config: str, schedule: str, strategy: str, seed: int, device: str, out: str) -> dict:
+    """Make one run in this (fresh) process; its summary, with this process's peak RSS."""
+    from clbench.run.runner import run
+    from clbench.run.settings import RunConfig
+
+    folder = Path(out) / config / schedule / strategy / f"seed{seed}"
+    done = folder / "scale.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    settings = {**CONFIGS[config], **SCHEDULES[schedule], "strategy": strategy, "seed": seed, "device": device}
+    summary = run(RunConfig(**settings), folder).summary
+    row = {key: summary[key] for key in ("n_evaluations", "train_seconds", "eval_seconds", "iterations",
+                                         *(m for m, _ in METRICS))}
+    row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+    done.write_text(json.dumps(row))
+    return row
+
+
+def _differs(metric: str, a: float, b: float) -> float:
+    if math.isnan(a) and math.isnan(b):
+        return 0.0
+    return b - a
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "digits"))
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--schedules", default="every,default")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default="results/scale")
+    args = ap.parse_args()
+    configs, strategies = args.configs.split(","), args.strategies.split(",")
+    schedules, seeds = args.schedules.split(","), [int(s) for s in args.seeds.split(",")]
+    unknown = sorted(set(configs) - set(CONFIGS)) + sorted(set(schedules) - set(SCHEDULES))
+    if unknown:
+        raise SystemExit(f"unknown configuration or schedule: {', '.join(unknown)}")
+    jobs = [(c, sch, st, seed) for c in configs for st in strategies for seed in seeds for sch in schedules]
+    with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
+        futures = {job: pool.submit(one_run, *job, args.device, args.out) for job in jobs}
+        rows = {job: f.result() for job, f in futures.items()}
+
+    head = (f"{'config':<13}{'strategy':<10}{'schedule':<9}{'evals':>7}{'train s':>9}{'eval s':>9}{'eval/train':>11}"
+            f"{'RSS GB':>8}" + "".join(f"{'Δ' + label:>10}" for _, label in METRICS))
+    print(f"device: {args.device}")
+    print(head)
+    worst: dict[str, float] = {}
+    for (c, sch, st, seed), r in rows.items():
+        ref = rows.get((c, "every", st, seed))
+        diffs = ""
+        for m, _ in METRICS:
+            if ref is None or sch == "every":
+                diffs += f"{'':>10}"
+                continue
+            d = _differs(m, ref[m], r[m])
+            worst[m] = max(worst.get(m, 0.0), abs(d)) if not math.isnan(d) else math.inf
+            diffs += f"{d:>+10.4f}"
+        print(f"{c:<13}{st:<10}{sch:<9}{r['n_evaluations']:>7}{r['train_seconds']:>9.1f}{r['eval_seconds']:>9.1f}"
+              f"{r['eval_seconds'] / r['train_seconds']:>11.2f}{r['peak_rss_gb']:>8.2f}{diffs}")
+    if worst:
+        print("largest |difference| from every-iteration evaluation: "
+              + ", ".join(f"{label} {worst[m]:.4f} (target {TOLERANCE.get(m, 0.005)})"
+                          for m, label in METRICS if m in worst))
+
+
+if __name__ == "__main__":
+    main()
