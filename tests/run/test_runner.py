@@ -60,7 +60,7 @@ def test_fixed_subsets_are_seeded_and_resampling_redraws():
 
 
 def test_run_writes_files_and_shows_the_finetune_picture(tmp_path):
-    res = run(RunConfig(scenario="split-digits", strategy="finetune", seed=0, eval_every=1), tmp_path / "r")
+    res = run(RunConfig(scenario="split-digits", strategy="finetune", seed=0, eval_schedule="periodic"), tmp_path / "r")
     for f in RUN_FILES:
         assert (tmp_path / "r" / f).stat().st_size > 0
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -84,8 +84,9 @@ def test_same_seed_gives_byte_identical_curves(tmp_path):
 
 
 def test_bf16_evaluation_agrees_with_fp32_up_to_near_ties():
-    a = run(RunConfig(scenario="split-digits", strategy="er", seed=0, eval_every=10))
-    b = run(RunConfig(scenario="split-digits", strategy="er", seed=0, eval_every=10, eval_precision="bf16"))
+    common = dict(scenario="split-digits", strategy="er", seed=0, eval_every=10, eval_schedule="periodic")
+    a = run(RunConfig(**common))
+    b = run(RunConfig(**common, eval_precision="bf16"))
     diff = (a.log["accuracy"] - b.log["accuracy"]).abs()
     assert diff.max() <= 0.03 and diff.mean() < 0.005
     with pytest.raises(ValueError, match="eval precision"):
