@@ -44,6 +44,10 @@ def seen_mean(log: pd.DataFrame, old_only: bool = False) -> pd.Series:
     phase = steps["trained_task"].cummax()
     log = log.join(phase.rename("phase"), on="eval_step")
     seen = log[(log["task"] < log["phase"]) if old_only else (log["task"] <= log["phase"]) & (log["phase"] >= 0)]
+    # a schedule's look back at some tasks only is no mean over the seen tasks: steps with all of them
+    wanted = (phase if old_only else phase + 1).rename("wanted")
+    counts = seen.groupby("eval_step")["task"].nunique()
+    seen = seen[seen["eval_step"].map(counts) == seen["eval_step"].map(wanted)]
     s = seen.groupby("eval_step")["accuracy"].mean()
     return pd.Series(s.to_numpy(), index=steps.loc[s.index, "iteration"].to_numpy()).groupby(level=0).last()
 
@@ -180,7 +184,8 @@ def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
             curves = []
             for log in seeds.values():
                 old = log[(log["task"] <= k) & (log["iteration"] >= b) & (log["iteration"] <= b + window)]
-                curves.append(old.groupby("iteration")["accuracy"].mean())
+                whole = old.groupby("iteration")["task"].nunique() == k + 1  # not a look at some tasks
+                curves.append(old.groupby("iteration")["accuracy"].mean()[whole])
             c = pd.concat(curves, axis=1).mean(1)
             axes[0, k].plot(c.index - b, c.to_numpy(), lw=1.2, marker=".", ms=2, label=strategy)
     for k in range(len(bounds)):
