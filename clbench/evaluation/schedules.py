@@ -395,8 +395,8 @@ class RefineSchedule(Schedule):
         self.old = []
         for i in tasks:
             wanted: range | None = None
-            if self._moved(i, a, b):
-                wanted = range(a + 1, b)
+            if self._moved(i, a, b):  # and the window before it that the ring still holds
+                wanted = range(max(a - self.window + 1, b - self.depth + 1, self.start + 1), b)
             else:
                 self.bisect.append((i, a, b))
                 if i == training:
