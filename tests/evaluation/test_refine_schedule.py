@@ -140,7 +140,7 @@ def test_a_snapshot_looks_back_exactly_and_restores_the_present():
 def test_a_refined_run_gives_the_every_iteration_metrics(tmp_path, strategy):
     """The same training (identical R matrix) and, from the looks back at the snapshots, the same
     minima, recovery and windowed forgetting as evaluation at every iteration, with fewer evaluations."""
-    common = dict(scenario="split-fmnist", strategy=strategy, seed=0, epochs=1)
+    common = dict(scenario="split-fmnist", strategy=strategy, seed=0, epochs=3)
     every = run(RunConfig(**common, eval_schedule="periodic", eval_every=1), tmp_path / "every")
     refined = run(RunConfig(**common), tmp_path / "refine")
     a, b = every.summary, refined.summary
