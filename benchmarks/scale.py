@@ -68,10 +68,9 @@ def one_run(config: str, schedule: str, strategy: str, seed: int, device: str, o
     return row
 
 
-def _differs(metric: str, a: float, b: float) -> float:
-    if math.isnan(a) and math.isnan(b):
-        return 0.0
-    return b - a
+def _differs(a: float, b: float) -> float:
+    """``b - a``, 0 where both are undefined (no task dipped: nothing to recover from)."""
+    return 0.0 if math.isnan(a) and math.isnan(b) else b - a
 
 
 def main() -> None:
@@ -106,7 +105,7 @@ def main() -> None:
             if ref is None or sch == "every":
                 diffs += f"{'':>10}"
                 continue
-            d = _differs(m, ref[m], r[m])
+            d = _differs(ref[m], r[m])
             worst[m] = max(worst.get(m, 0.0), abs(d)) if not math.isnan(d) else math.inf
             diffs += f"{d:>+10.4f}"
         print(f"{c:<13}{st:<10}{sch:<9}{r['n_evaluations']:>7}{r['train_seconds']:>9.1f}{r['eval_seconds']:>9.1f}"

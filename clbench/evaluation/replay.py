@@ -3,8 +3,8 @@ made, the log they give, and what they cost, without training anything.
 
 Exact for schedules that look back (``RefineSchedule``): an evaluation depends only on the
 prediction tensors of its iteration, so a look back at iteration m reads the recorded accuracy at
-m. The tests check the schedules on hand-made curves this way, and
-``benchmarks/scale.py --replay`` checks them on the curves of real every-iteration runs.
+m. The tests check the schedules on hand-made curves this way; ``every_iteration_curves`` turns the
+``curves.csv`` of a real every-iteration run into the same input.
 """
 
 from __future__ import annotations
@@ -33,17 +33,19 @@ class _Recorded(Evaluator):
         self.counts = RowLog(2 * self.n_tasks)
         self.samples = 0  # task-samples evaluated (probes included)
 
-    def _at(self, tasks: list[int]) -> Evaluation:
+    def _at(self, tasks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correct counts and sample counts of ``tasks`` at the current iteration."""
         acc = np.nan_to_num(self.curves[self.now, tasks], nan=0.0)
-        self.samples += self.size * len(tasks)
         return torch.tensor(np.rint(acc * self.size), dtype=torch.long), torch.full((len(tasks),), self.size)
 
     def evaluate(self, strategy, n_tasks, iteration, trained_task, tasks=None):
-        correct, counts = self._at(list(range(n_tasks)) if tasks is None else list(tasks))
-        return self._log(Evaluation(iteration, trained_task, correct, counts, None if tasks is None else list(tasks)))
+        tasks = list(range(n_tasks)) if tasks is None else list(tasks)
+        self.samples += self.size * len(tasks)
+        correct, counts = self._at(tasks)
+        return self._log(Evaluation(iteration, trained_task, correct, counts, tasks))
 
     def probe(self, strategy, n_tasks, size):
-        self.samples += size * n_tasks - self.size * n_tasks
+        self.samples += size * n_tasks
         correct, counts = self._at(list(range(n_tasks)))
         return (correct.float() / counts.float()).tolist()
 

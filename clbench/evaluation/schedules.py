@@ -289,6 +289,7 @@ class RefineSchedule(Schedule):
         self.full: np.ndarray | None = None  # the accuracies of the last coarse evaluation (every task)
         self.pre: np.ndarray | None = None  # accuracies at the segment's start
         self.points: dict[int, dict[int, float]] = {}  # task -> {iteration: accuracy} in this segment
+        self.lows: dict[int, tuple[float, int]] = {}  # task -> (its lowest accuracy after the start, where)
         self.moves: dict[int, list[float]] = {}  # task -> moves between consecutive iterations seen
         self.drop: dict[int, float] = {}  # task -> its largest drop within window so far (evaluated points)
         self.rise: dict[int, float] = {}  # task -> its largest rise within window so far
@@ -322,6 +323,7 @@ class RefineSchedule(Schedule):
         self.start, self.prev, self.stop = start, start, stop
         self.pre = None if self.full is None else self.full.copy()
         self.points = {} if self.pre is None else {i: {start: float(a)} for i, a in enumerate(self.pre)}
+        self.lows = {}
 
     def at(self, n: int) -> Action:
         k = n - (self.start or 0)
@@ -338,7 +340,7 @@ class RefineSchedule(Schedule):
         between its known points of the last period where that is faster (right after a switch,
         where some strategies oscillate by tens of points within a few iterations)."""
         pts = self.points[task]
-        recent = sorted((m, v) for m, v in pts.items() if a - self.period <= m <= a)
+        recent = [(m, pts[m]) for m in range(a - self.period, a + 1) if m in pts]
         slopes = [abs(w - v) / (n - m) for (m, v), (n, w) in zip(recent, recent[1:])]
         return max([self._pace(task), *slopes])
 
@@ -359,17 +361,18 @@ class RefineSchedule(Schedule):
                 moves.append(abs(pts[m] - accuracy))
                 del moves[:-200]
         drop, rise = self.drop.get(task, 0.0), self.rise.get(task, 0.0)
-        for m, v in pts.items():
-            if 0 < abs(n - m) < self.window:
-                change = accuracy - v if m < n else v - accuracy
+        for m in range(n - self.window + 1, n + self.window):
+            if m != n and m in pts:
+                change = accuracy - pts[m] if m < n else pts[m] - accuracy
                 drop, rise = max(drop, -change), max(rise, change)
         self.drop[task], self.rise[task] = drop, rise
+        low = self.lows.get(task)
+        if n > self.start and (low is None or (accuracy, n) < low):
+            self.lows[task] = (accuracy, n)
 
     def _low(self, task: int) -> tuple[float, int]:
         """The lowest accuracy of ``task`` evaluated in this segment after its start, and where."""
-        pts = {m: v for m, v in self.points[task].items() if m > self.start}
-        m = min(pts, key=lambda k: (pts[k], k))
-        return pts[m], m
+        return self.lows[task]
 
     def observe(self, n: int, evaluation, seen: int, training: int | None) -> None:
         acc = (evaluation.correct.float() / evaluation.counts.clamp(min=1).float()).cpu().numpy()
@@ -413,7 +416,7 @@ class RefineSchedule(Schedule):
     def _moved(self, i: int, a: int, b: int) -> bool:
         """Whether (a, b) may hold task ``i``'s largest drop (WF) or rise (WP) within ``window``."""
         pts, margin = self.points[i], self._margin(i)
-        before = [v for m, v in pts.items() if a - self.window < m <= a]
+        before = [pts[m] for m in range(a - self.window + 1, a + 1) if m in pts]
         if not before:
             return False
         vb = pts[b]
@@ -443,7 +446,7 @@ class RefineSchedule(Schedule):
                 return True
         # noise strays by about the margin; a curve moving faster than its noise by up to its speed
         stray = self.reach * (b - a) / 2 * max(0.0, self._speed(i, a) - self._pace(i))
-        before = max([v for m, v in pts.items() if a - self.window < m <= a] + [hi + stray])
+        before = max([pts[m] for m in range(a - self.window + 1, a + 1) if m in pts] + [hi + stray])
         return before - (lo - stray) > max(margin, self.drop.get(i, 0.0) + margin)
 
     def _bisect(self) -> None:
@@ -479,7 +482,7 @@ class RefineSchedule(Schedule):
             if low >= threshold:
                 continue
             pts = self.points[i]
-            known = sorted(m for m in pts if max(a, at) <= m <= b)
+            known = [m for m in range(max(a, at), b + 1) if m in pts]
             for p, q in zip(known, known[1:]):
                 if pts[p] >= threshold:
                     break  # back already, at a known iteration with none unknown before it
