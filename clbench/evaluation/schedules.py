@@ -407,8 +407,9 @@ class RefineSchedule(Schedule):
             if i != training:
                 self.old.append(i)
             its = set(wanted or ())
-            if end:  # a drop across the switch can start in the segment's last iterations
-                its.update(range(max(a + 1, b - self.window + 1), b))
+            if end:  # a drop across the switch can start in the segment's last iterations (the
+                # ring holds them even where they fall before ``a``)
+                its.update(range(max(b - self.window + 1, b - self.depth + 1, self.start + 1), b))
             for m in its:
                 looks.setdefault(m, []).append(i)
         self._plan(looks)
