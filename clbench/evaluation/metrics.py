@@ -168,14 +168,16 @@ def wc_acc(log: pd.DataFrame) -> float:
 
 def _windowed(iterations: np.ndarray, curve: np.ndarray, w: int, rise: bool) -> float:
     """Largest drop (or rise) a[m] -> a[n] between evaluations m < n less than w iterations apart
-    (both inside one window of w consecutive iterations); 0 if none."""
-    best = 0.0
+    (both inside one window of w consecutive iterations); 0 if none; NaN when no window of w
+    iterations holds two evaluations (evaluated every w iterations or more sparsely: unmeasurable,
+    which a 0 would hide)."""
+    best = float("nan")
     starts = np.searchsorted(iterations, iterations - w + 1, side="left")
     for n in range(1, len(curve)):
         window = curve[min(starts[n], n):n]
         if len(window):
             change = curve[n] - window.min() if rise else window.max() - curve[n]
-            best = max(best, float(change))
+            best = max(0.0 if math.isnan(best) else best, float(change))
     return best
 
 
@@ -185,16 +187,23 @@ def windowed_forgetting(log: pd.DataFrame, w: int = 10) -> float:
     code does). Windows are counted in iterations, not evaluations, so the metric means the same
     under any evaluation schedule; an unevaluated iteration is skipped, not interpolated, so a
     window holding fewer than two evaluations shows no change (evaluating more sparsely than
-    every w iterations cannot see a drop, and reports 0). With evaluation at every iteration this
-    is De Lange et al.'s WF^w exactly."""
-    L = as_log(log)
-    return _mean([_windowed(*L.curve_points(i), w, rise=False) for i in range(L.p + 1)])
+    every w iterations cannot see a drop: with no such window in any task the metric is NaN, "n/a",
+    not 0). With
+    evaluation at every iteration this is De Lange et al.'s WF^w exactly."""
+    return _task_mean([_windowed(*as_log(log).curve_points(i), w, rise=False) for i in range(as_log(log).p + 1)])
 
 
 def windowed_plasticity(log: pd.DataFrame, w: int = 10) -> float:
     """WP^w: as WF^w with the largest rise instead of the largest drop."""
-    L = as_log(log)
-    return _mean([_windowed(*L.curve_points(i), w, rise=True) for i in range(L.p + 1)])
+    return _task_mean([_windowed(*as_log(log).curve_points(i), w, rise=True) for i in range(as_log(log).p + 1)])
+
+
+def _task_mean(per_task: list[float]) -> float:
+    """WF/WP over tasks: NaN when no task's curve has a window holding two evaluations (the
+    schedule evaluated too sparsely to measure it); otherwise a task without one shows no change."""
+    if all(math.isnan(v) for v in per_task):
+        return float("nan")
+    return float(np.mean([0.0 if math.isnan(v) else v for v in per_task]))
 
 
 def lca(log: pd.DataFrame, b: int = 10) -> float:
@@ -243,10 +252,16 @@ def stability_gap(log: pd.DataFrame) -> pd.DataFrame:
     """One row per (old task i, later task t): the dip of task i while task t is learned.
 
     ``pre`` = A_i at the end of task t-1; ``minimum`` = min of A_i over task t's evaluations;
-    ``depth`` = pre - minimum and ``depth_norm`` = depth / pre; ``recovery`` = A_i(end of t) -
-    minimum; ``iters_to_recover`` = updates of task t until A_i is first back within 0.01 of
-    ``pre`` at or after the minimum (0 if it never left that band, NaN if it never came back
-    during task t).
+    ``depth`` = pre - minimum and ``depth_norm`` = depth / pre; ``end`` = A_i at the end of t and
+    ``recovery`` = end - minimum; ``iters_to_recover`` = updates of task t until A_i is first back
+    within 0.01 of ``pre`` at or after the minimum (0 if it never left that band, NaN if it never
+    came back during task t). ``dipped``: the minimum left the band; ``recovered``: it dipped and
+    came back (a stability gap, De Lange et al. 2023); a dip that never came back is forgetting,
+    and ``kept`` = pre - end is what it still costs at the end of t.
+
+    ``noise`` is the same "pre minus minimum" statistic at a pseudo-switch in the middle of task t
+    (A_i at the last evaluation at or before the midpoint, minus its minimum after it), where no
+    task changes: the evaluation's own jitter, against which a gap must be read.
     """
     L = as_log(log)
     rows = []
@@ -256,6 +271,7 @@ def stability_gap(log: pd.DataFrame) -> pd.DataFrame:
             continue
         in_t = np.flatnonzero(L.phase == t)
         start_iter = L.iteration[prev]
+        mid = pseudo_switch(int(start_iter), int(L.iteration[in_t][-1])) if len(in_t) else 0
         for i in range(t):
             pre = L.values[prev, i]
             v = L.values[in_t, i]
@@ -265,40 +281,79 @@ def stability_gap(log: pd.DataFrame) -> pd.DataFrame:
                 continue
             j = int(np.argmin(v))
             minimum = float(v[j])
-            if minimum >= pre - RECOVERY_TOLERANCE:
+            dipped = minimum < pre - RECOVERY_TOLERANCE
+            if not dipped:
                 to_recover = 0.0
             else:
                 back = np.flatnonzero(v[j:] >= pre - RECOVERY_TOLERANCE)
                 to_recover = float(its[j + back[0]] - start_iter) if len(back) else float("nan")
             depth = float(pre - minimum)
+            before, after = v[its <= mid], v[its > mid]
+            noise = float(before[-1] - after.min()) if len(before) and len(after) else float("nan")
             rows.append({"task": i, "transition": t, "pre": float(pre), "minimum": minimum, "depth": depth,
-                         "depth_norm": depth / pre if pre > 0 else float("nan"),
-                         "recovery": float(v[-1] - minimum), "iters_to_recover": to_recover})
-    return pd.DataFrame(rows, columns=["task", "transition", "pre", "minimum", "depth", "depth_norm", "recovery",
-                                       "iters_to_recover"])
+                         "depth_norm": depth / pre if pre > 0 else float("nan"), "end": float(v[-1]),
+                         "recovery": float(v[-1] - minimum), "iters_to_recover": to_recover,
+                         "dipped": bool(dipped), "recovered": bool(dipped and not math.isnan(to_recover)),
+                         "kept": float(pre - v[-1]), "noise": noise})
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
+GAP_COLUMNS = ["task", "transition", "pre", "minimum", "depth", "depth_norm", "end", "recovery", "iters_to_recover",
+               "dipped", "recovered", "kept", "noise"]
+
+
+def pseudo_switch(start: int, stop: int) -> int:
+    """The iteration in the middle of a segment (start, stop] where ``stability_gap`` measures the
+    noise floor: the schedules evaluate it as they evaluate a switch."""
+    return start + (stop - start) // 2
+
+
+#: a gap at least this many times its noise floor is called "above noise"
+GAP_SIGNAL = 2.0
+
+
+def gap_verdict(depth: float, noise: float) -> str:
+    """``above noise`` when the gap's depth is at least ``GAP_SIGNAL`` times the same statistic at
+    pseudo-switches (the evaluation's jitter), ``within noise`` otherwise, ``n/a`` without either."""
+    if math.isnan(depth) or math.isnan(noise):
+        return "n/a"
+    return "above noise" if depth >= GAP_SIGNAL * max(noise, 0.0) and depth > 0 else "within noise"
 
 
 def summarize(log: pd.DataFrame) -> dict[str, float]:
     """Every metric of the log in one dict (WF/WP at w = 10 and 100, LCA at b = 10).
 
-    ``gap_iters_to_recover`` averages over the (task, transition) pairs that dipped (left the 0.01
-    band) and came back; ``gap_unrecovered`` is the fraction of the dipped pairs that never did. A
-    pair that never dipped has nothing to recover from and counts in neither (a task already at 0
-    before the switch, as under finetuning, would otherwise pull the mean towards 0).
+    The stability gap apart from forgetting (``stability_gap``'s pairs): ``gap_depth``,
+    ``gap_depth_norm``, ``gap_recovery`` and ``gap_iters_to_recover`` average over the (task,
+    transition) pairs that dipped (left the 0.01 band) and came back, ``gap_noise`` is the same
+    statistic at pseudo-switches of those pairs; ``gap_unrecovered`` is the share of the dipped pairs
+    that never came back and ``drop_kept`` what they still cost at the end of the transition
+    (forgetting). With no pair dipped the gap is a measured 0; with dips none of which came back
+    it is NaN (there is no gap to measure, only forgetting: finetuning never reads as "no gap").
+    A pair that never dipped has nothing to recover from and counts in neither (a task already at
+    0 before the switch, as under finetuning, would otherwise pull the means towards 0).
+    ``dip_depth`` is the old, mixed depth: the mean over every pair, gap and forgetting together.
     """
     log = as_log(log)
     gap = stability_gap(log)
-    dipped = gap[gap["minimum"] < gap["pre"] - RECOVERY_TOLERANCE]
+    dipped = gap[gap["dipped"].astype(bool)]
+    back = gap[gap["recovered"].astype(bool)]  # the stability gap: dips that came back
+    none = float(0.0 if len(gap) and not len(dipped) else float("nan"))  # no dip at all: a measured 0
+    noisy = back if len(back) or len(dipped) else gap  # the pairs the gap's noise floor is read on
     return {
         "acc": acc(log), "bwt": bwt(log), "fwt": fwt(log), "forgetting": forgetting(log),
         "min_acc": min_acc(log), "wc_acc": wc_acc(log),
         "wf10": windowed_forgetting(log, 10), "wf100": windowed_forgetting(log, 100),
         "wp10": windowed_plasticity(log, 10), "wp100": windowed_plasticity(log, 100),
         "lca10": lca(log, 10), "aaa": aaa(log),
-        "gap_depth": _mean(gap["depth"].tolist()), "gap_depth_norm": _mean(gap["depth_norm"].tolist()),
-        "gap_recovery": _mean(gap["recovery"].tolist()),
-        "gap_iters_to_recover": _mean(dipped["iters_to_recover"].tolist()),
-        "gap_unrecovered": float(dipped["iters_to_recover"].isna().mean()) if len(dipped) else float("nan"),
+        "dip_depth": _mean(gap["depth"].tolist()),
+        "gap_depth": _mean(back["depth"].tolist()) if len(back) else none,
+        "gap_depth_norm": _mean(back["depth_norm"].tolist()) if len(back) else none,
+        "gap_recovery": _mean(back["recovery"].tolist()) if len(back) else none,
+        "gap_iters_to_recover": _mean(back["iters_to_recover"].tolist()) if len(back) else none,
+        "gap_noise": _mean(noisy["noise"].tolist()),
+        "gap_unrecovered": float((~dipped["recovered"].astype(bool)).mean()) if len(dipped) else float("nan"),
+        "drop_kept": _mean(dipped.loc[~dipped["recovered"].astype(bool), "kept"].tolist()),
     }
 
 
@@ -314,11 +369,18 @@ METRIC_DESCRIPTIONS = {
     "wp10": "windowed plasticity, window 10 iterations", "wp100": "windowed plasticity, window 100 iterations",
     "lca10": "learning-curve area over the first 10 iterations of each task (Chaudhry et al. 2019)",
     "aaa": "average anytime accuracy: time average of the mean accuracy on the tasks seen (Caccia et al. 2022)",
-    "gap_depth": "mean stability-gap depth over (old task, transition) pairs (Lapacz et al. 2025)",
-    "gap_depth_norm": "gap depth divided by the pre-switch accuracy",
-    "gap_recovery": "mean recovery from the gap's minimum by the end of the transition",
-    "gap_iters_to_recover": "mean updates until back within 0.01 of the pre-switch accuracy (pairs that dipped)",
-    "gap_unrecovered": "fraction of the dipped (task, transition) pairs that never recovered during the transition",
+    "gap_depth": "stability gap: mean depth (pre-switch accuracy minus the minimum) of the (old task, transition) "
+                 "pairs that dipped by more than 0.01 and came back within 0.01 during the transition (De Lange "
+                 "et al. 2023; per transition as Lapacz et al. 2025); 0 if no pair dipped, n/a if no dip came back",
+    "gap_depth_norm": "gap depth divided by the pre-switch accuracy (the same pairs)",
+    "gap_recovery": "mean recovery from the gap's minimum by the end of the transition (the same pairs)",
+    "gap_iters_to_recover": "mean updates until back within 0.01 of the pre-switch accuracy (the same pairs)",
+    "gap_noise": "the gap's noise floor: the same pre-minus-minimum statistic at a pseudo-switch in the middle of "
+                 "each transition, where no task changes (the same pairs); a gap below twice it is within noise",
+    "gap_unrecovered": "forgetting, share: fraction of the dipped pairs that never came back during the transition",
+    "drop_kept": "forgetting, size: mean of pre-switch minus end-of-transition accuracy over the dipped pairs that "
+                 "never came back",
+    "dip_depth": "mean depth over every (old task, transition) pair: gap and forgetting together",
 }
 
 
@@ -331,7 +393,9 @@ UNEVALUATED = {
     "fwt": "not used: end-of-task evaluations and the one before training",
     "forgetting": "not used: only end-of-task evaluations (always made)",
     "min_acc": "skipped (a minimum over evaluated iterations); refine looks back at each candidate minimum",
-    "wc_acc": "skipped, as min-ACC", "wf10": "skipped: a window with fewer than two evaluations shows no drop",
+    "wc_acc": "skipped, as min-ACC",
+    "wf10": "skipped: a window with fewer than two evaluations shows no drop; n/a when no task has a window of "
+            "two (evaluated every 10 iterations or more sparsely)",
     "wf100": "skipped, as WF10", "wp10": "skipped, as WF10", "wp100": "skipped, as WF10",
     "lca10": "skipped: averages the evaluations of each task's first 10 iterations (refine evaluates them all)",
     "aaa": "SCHEDULE-DEPENDENT: each evaluation of every seen task stands for the iterations since the previous "
@@ -341,6 +405,10 @@ UNEVALUATED = {
     "gap_iters_to_recover": "skipped: the first evaluated iteration back in the band (refine looks back at the "
                             "exact crossing)",
     "gap_unrecovered": "skipped, as iterations to recover",
+    "gap_noise": "skipped: refine evaluates each transition's middle and looks for the minimum after it",
+    "drop_kept": "not used: the end of the transition is always evaluated (which pairs count: as iterations to "
+                 "recover)",
+    "dip_depth": "skipped, as min-ACC",
 }
 
 #: a loss whose running median exceeds this many times its starting value has diverged

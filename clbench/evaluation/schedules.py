@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from clbench.common.errors import InputError
+from clbench.evaluation import metrics
 
 EVALUATE, PROBE = "evaluate", "probe"
 Action = Literal["evaluate", "probe"] | None
@@ -254,7 +255,10 @@ class RefineSchedule(Schedule):
       the change from the points a window before ``a`` to ``b`` exceeds the noise margin and the
       largest change seen so far less the margin;
     - the first ``window`` updates of the task in training (LCA) and the last ``window`` of every
-      segment (a drop across a switch starts before it).
+      segment (a drop across a switch starts before it);
+    - the gap's noise floor: the segment's middle (``metrics.pseudo_switch``) is a coarse point,
+      and after it the minimum bisection also looks for the lowest point since then of each old
+      task that counts in the gap so far (not dipped, or dipped and back).
 
     The noise margin keeps noise alone from keeping the schedule dense (a fixed subset's accuracy
     moves between iterations with no real change): per task, ``z`` times the median move between
@@ -284,6 +288,8 @@ class RefineSchedule(Schedule):
         self.depth = period
         self.start: int | None = None
         self.stop: int | None = None  # the segment's last update, where the loop says it
+        self.mid: int | None = None  # the segment's pseudo-switch (``metrics.pseudo_switch``)
+        self.pseudo_lows: dict[int, tuple[float, int]] = {}  # task -> its lowest after the pseudo-switch
         self.prev = 0  # the last coarse evaluation
         self.training: int | None = None
         self.full: np.ndarray | None = None  # the accuracies of the last coarse evaluation (every task)
@@ -321,13 +327,15 @@ class RefineSchedule(Schedule):
     # ---------------------------------------------------------------- the grid
     def begin_segment(self, start: int, stop: int | None = None) -> None:
         self.start, self.prev, self.stop = start, start, stop
+        self.mid = None if stop is None else metrics.pseudo_switch(start, stop)
         self.pre = None if self.full is None else self.full.copy()
         self.points = {} if self.pre is None else {i: {start: float(a)} for i, a in enumerate(self.pre)}
-        self.lows = {}
+        self.lows, self.pseudo_lows = {}, {}
 
     def at(self, n: int) -> Action:
         k = n - (self.start or 0)
-        return EVALUATE if self.every_iteration or k in self.EARLY or k % self.period == 0 else None
+        return EVALUATE if (self.every_iteration or k in self.EARLY or k % self.period == 0
+                            or n == self.mid) else None
 
     # ---------------------------------------------------------------- what was seen
     def _pace(self, task: int) -> float:
@@ -366,9 +374,10 @@ class RefineSchedule(Schedule):
                 change = accuracy - pts[m] if m < n else pts[m] - accuracy
                 drop, rise = max(drop, -change), max(rise, change)
         self.drop[task], self.rise[task] = drop, rise
-        low = self.lows.get(task)
-        if n > self.start and (low is None or (accuracy, n) < low):
-            self.lows[task] = (accuracy, n)
+        for lows, after in ((self.lows, self.start), (self.pseudo_lows, self.mid)):
+            low = lows.get(task)
+            if after is not None and n > after and (low is None or (accuracy, n) < low):
+                lows[task] = (accuracy, n)
 
     def _low(self, task: int) -> tuple[float, int]:
         """The lowest accuracy of ``task`` evaluated in this segment after its start, and where."""
@@ -441,14 +450,28 @@ class RefineSchedule(Schedule):
         pts, margin = self.points[i], self._margin(i)
         lo, hi = min(pts[a], pts[b]), max(pts[a], pts[b])
         if i != self.training:
+            # the segment's minimum, and after the pseudo-switch its own (the gap's noise floor)
             low, _ = self._low(i)
             # nothing is below 0: a task at 0 has its minimum already
             if low > 0 and lo - self._reach(i, a, b) <= low + margin:
+                return True
+            pseudo = self.pseudo_lows.get(i) if self.mid is not None and a >= self.mid else None
+            if pseudo and pseudo[0] > 0 and self._in_gap(i) and lo - self._reach(i, a, b) <= pseudo[0] + margin:
                 return True
         # noise strays by about the margin; a curve moving faster than its noise by up to its speed
         stray = self.reach * (b - a) / 2 * max(0.0, self._speed(i, a) - self._pace(i))
         before = max([pts[m] for m in range(a - self.window + 1, a + 1) if m in pts] + [hi + stray])
         return before - (lo - stray) > max(margin, self.drop.get(i, 0.0) + margin)
+
+    def _in_gap(self, i: int) -> bool:
+        """Whether old task ``i``'s pair counts in the gap so far (``metrics.stability_gap``): it has not
+        left the band around its accuracy before the switch, or it dipped and is back in it. A pair
+        still down is forgetting for now, whose floor is not reported: no looks for it."""
+        if self.pre is None or i >= len(self.pre):
+            return False
+        threshold = self.pre[i] - metrics.RECOVERY_TOLERANCE
+        low, at = self._low(i)
+        return low >= threshold or any(v >= threshold for m, v in self.points[i].items() if m > at)
 
     def _bisect(self) -> None:
         """One round of bisection: look at the middle of every interval that may hold a new minimum

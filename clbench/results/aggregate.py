@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from clbench.common.errors import InputError
-from clbench.results.columns import ALPHA, CI_METRICS, METRICS, SPREAD_METRICS
+from clbench.evaluation.metrics import gap_verdict
+from clbench.results.columns import ALPHA, METRICS, SPREAD_METRICS
 
 
 def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, reference: str | None = None
@@ -45,8 +46,9 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
             v = v[~np.isnan(v)]
             row[f"{m}_mean"] = float(v.mean()) if len(v) else float("nan")
             row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
-            if m in CI_METRICS:
-                row[f"{m}_ci95"] = ci95(v)
+            row[f"{m}_ci95"] = ci95(v)
+            row[f"{m}_n"] = len(v)  # the runs that measured it (a survivors' mean says so)
+        row["gap_verdict"] = gap_row_verdict(row)
         out.append(row)
     n_failed = failed.groupby(["scenario", "strategy"]).size().to_dict() if len(failed) else {}
     for scenario, strategy in n_failed:  # strategies none of whose runs finished
@@ -55,7 +57,8 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
                         "settings": "{}", "n_runs": 0, "n_seeds": 0,
                         "seeds": "", "n_diverged": 0, "label": strategy, "uses_memory": False,
                         "memory_budget": None, "budget_overridden": "",
-                        **{f"{m}_{s}": float("nan") for m in METRICS for s in ("mean", "std")}})
+                        **{f"{m}_{s}": float("nan") for m in METRICS for s in ("mean", "std", "ci95")},
+                        **{f"{m}_n": 0 for m in METRICS}, "gap_verdict": "n/a"})
     lb = _distinguish(pd.DataFrame(out))
     lb["n_failed"] = [n_failed.get((r.scenario, r.strategy), 0) for r in lb.itertuples()]
     if "ordering_seed" in runs and runs["ordering_seed"].notna().any():
@@ -66,6 +69,15 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
     lb = lb.sort_values(["_o", "_diverged", "acc_mean"], ascending=[True, True, False], na_position="last") \
         .drop(columns=["_o", "_diverged"]).reset_index(drop=True)
     return paired_tests(runs, lb, keys, reference)
+
+
+def gap_row_verdict(row: dict) -> str:
+    """A row's stability gap against its noise floor (means over seeds, ``metrics.gap_verdict``);
+    a row whose dips never came back has forgetting, not a gap, and says so."""
+    depth, noise = row.get("gap_depth_mean", np.nan), row.get("gap_noise_mean", np.nan)
+    if np.isnan(depth) and row.get("gap_unrecovered_mean", 0) > 0:
+        return "no gap: dips never came back (forgetting)"
+    return gap_verdict(depth, noise)
 
 
 def orderings_per_row(runs: pd.DataFrame) -> pd.Series:
@@ -87,15 +99,18 @@ def ci95(values: np.ndarray) -> float:
 def paired_t_pvalue(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided p-value of the paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``'s,
     from the t distribution's CDF): t = mean(d) / (std(d) / sqrt(n)), d = a - b, n - 1 degrees of
-    freedom; 1 when the pairs are equal, 0 when they differ by a constant."""
+    freedom; 1 when the pairs are equal; NaN when they differ by one constant (no spread to test
+    against: the test is undefined, not infinitely significant) or there are fewer than two."""
     from scipy.special import stdtr
 
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) < 2:
+        return float("nan")
     if np.allclose(d, 0):
         return 1.0
     sd = d.std(ddof=1)
-    if sd == 0:
-        return 0.0
+    if sd <= 1e-12 * max(1.0, float(np.abs(d).max())):
+        return float("nan")
     t = d.mean() / (sd / np.sqrt(len(d)))
     return float(2 * stdtr(len(d) - 1, -abs(t)))
 
@@ -114,7 +129,8 @@ def paired_tests(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str], referenc
     i.e. leaving out rows that keep all their data such as joint training; or the row labelled
     ``reference``), paired by seed and ordering: a paired t-test (``paired_t_pvalue``)
     over the seeds both rows ran. ``acc_vs_reference`` says ``reference``, ``n.s.`` (p >= ALPHA:
-    not significantly different), ``better`` or ``worse``; ``n/a`` with fewer than two pairs."""
+    not significantly different), ``better`` or ``worse``; ``n/a`` with fewer than two pairs or
+    differences that are all the same (the t-test is undefined)."""
     lb = lb.assign(reference="", acc_p_vs_reference=np.nan, acc_vs_reference="")
     if runs.empty or "acc" not in runs:
         return lb
@@ -144,6 +160,9 @@ def paired_tests(runs: pd.DataFrame, lb: pd.DataFrame, keys: list[str], referenc
             diff = both.iloc[:, 0] - both.iloc[:, 1]
             p = paired_t_pvalue(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy())
             lb.loc[i, "acc_p_vs_reference"] = p
+            if np.isnan(p):  # identical differences: no spread to test against
+                lb.loc[i, "acc_vs_reference"] = "n/a"
+                continue
             lb.loc[i, "acc_vs_reference"] = "n.s." if p >= ALPHA else ("better" if diff.mean() > 0 else "worse")
     return lb
 

@@ -62,13 +62,22 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, all
     if lb.empty:
         return lb
     io.write_csv(out / "leaderboard.csv", lb)
-    note = ("Accuracies in percent, mean ± the half-width of the 95% confidence interval over seeds (Student's t; "
-            "std and CI in leaderboard.csv); ↑ higher is better, ↓ lower is better. ACC test-set SE: the binomial "
+    note = ("Accuracies in percent. Every metric column shows the mean over seeds ± the half-width of its 95% "
+            "confidence interval (Student's t; std in leaderboard.csv); cost columns show the mean. One format per "
+            "column; \"(k/N runs)\": only k of the row's N runs measured it (the mean is theirs); n/a: no run "
+            "measured it or the statistic is undefined; †: the interval reaches outside the metric's range (too "
+            "few seeds for it). ↑ higher is better, ↓ lower is better. ACC test-set SE: the binomial "
             "standard error of ACC from the finite test sets alone. ACC vs reference: a paired t-test over seeds "
             "(as scipy.stats.ttest_rel) against the best method (joint training keeps all its data: a reference "
-            f"point, not the reference row); n.s. = not significantly different at p < {ALPHA}. "
-            "ACC/BWT/FORG from the accuracy matrix; "
-            "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023). Cost beside "
+            f"point, not the reference row); n.s. = not significantly different at p < {ALPHA}, n/a = fewer than "
+            "two pairs or identical differences. ACC/BWT/FORG from the accuracy matrix; "
+            "min-ACC, WC-ACC, WF and the gap from continual evaluation (De Lange et al., ICLR 2023). The gap apart "
+            "from forgetting: gap depth and iterations to recover average the dips (an old task more than 1 point "
+            "below its pre-switch accuracy) that came back within 1 point during the transition; the dips that never "
+            "came back are forgetting: their share (% dips unrecovered) and what they still cost at the transition's "
+            "end (unrecovered drop). Gap noise floor: the same pre-minus-minimum statistic at a pseudo-switch in the "
+            "middle of each transition, where nothing changes; gap vs noise says \"above noise\" when the gap is at "
+            "least twice it. Cost beside "
             "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted with torch.utils.flop_counter's formulas on "
             "sampled steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, "
             "MB), trainable parameters, wall seconds per run.\n\n")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, LABELS
+from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, DECIMALS, LABELS, RANGE
 
 
 def _cost_cell(mean: float, metric: str) -> str:
@@ -23,28 +23,34 @@ def _cost_cell(mean: float, metric: str) -> str:
     return f"{mean:.3g}"
 
 
-def _cell(mean: float, std: float, metric: str) -> str:
+def _cell(mean: float, ci: float, metric: str, n: int | None = None, runs: int | None = None) -> str:
+    """``mean ± CI`` in the column's one format; ``†`` where the interval leaves the metric's range;
+    ``(k/N runs)`` where only k of the row's N runs measured it; ``n/a`` where none did."""
     if metric in COST and metric != "wall_seconds":
         return _cost_cell(mean, metric)
     if np.isnan(mean):
         return "n/a"
-    if metric in ACCURACY_LIKE:
-        scale, decimals = 100.0, 1
-    else:  # three significant figures of the mean; the spread to the same decimal place
-        scale, decimals = 1.0, max(0, 2 - int(np.floor(np.log10(abs(mean))))) if mean else 2
+    scale = 100.0 if metric in ACCURACY_LIKE else 1.0
+    decimals = DECIMALS.get(metric, 1 if metric in ACCURACY_LIKE else 3)
     text = f"{mean * scale:.{decimals}f}"
-    if not np.isnan(std):
-        text += f" ± {std * scale:.{decimals}f}"
+    if not np.isnan(ci):
+        text += f" ± {ci * scale:.{decimals}f}"
+        lo, hi = RANGE.get(metric, (-np.inf, np.inf))
+        if mean - ci < lo - 1e-12 or mean + ci > hi + 1e-12:
+            text += " †"
+    if n is not None and runs is not None and n < runs:
+        text += f" ({n}/{runs} runs)"
     return text
 
 
 def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """The leaderboard for people: accuracies in percent with one decimal, mean ± the 95% confidence
-    interval over seeds (± the std where no CI is computed), ↑/↓ for which way is better, the
+    interval over seeds in every column but the cost ones (their mean), the count of runs behind a
+    cell where it is below the row's, the gap's verdict against its noise floor, ↑/↓ for which way is better, the
     setting and parameters of each row, the ACC test-set SE and the paired test against the
     reference row."""
-    metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_iters_to_recover",
-                          "gap_unrecovered", *COST]
+    metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_noise",
+                          "gap_iters_to_recover", "gap_unrecovered", "drop_kept", *COST]
     t = lb[["scenario", "strategy"]].copy()
     if "label" in lb:
         t["strategy"] = lb["label"].fillna(lb["strategy"])
@@ -53,8 +59,12 @@ def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
                                                             _own_settings(lb))]
     t["runs"] = [_runs_cell(r) for r in lb.itertuples()]
     for m in metrics:
-        spread = lb[f"{m}_ci95"] if f"{m}_ci95" in lb else lb[f"{m}_std"]
-        t[_header(m)] = [_cell(a, b, m) for a, b in zip(lb[f"{m}_mean"], spread)]
+        spread = lb[f"{m}_ci95"] if f"{m}_ci95" in lb else pd.Series(np.nan, index=lb.index)
+        counts = lb[f"{m}_n"] if f"{m}_n" in lb else pd.Series([None] * len(lb), index=lb.index)
+        runs = lb["n_runs"] if "n_runs" in lb else pd.Series([None] * len(lb), index=lb.index)
+        t[_header(m)] = [_cell(a, b, m, k, r) for a, b, k, r in zip(lb[f"{m}_mean"], spread, counts, runs)]
+        if m == "gap_noise" and "gap_verdict" in lb:
+            t["gap vs noise"] = lb["gap_verdict"]
         if m == "acc":
             if "acc_test_se_mean" in lb:
                 t["ACC test-set SE"] = [_cell(v, float("nan"), "acc_test_se") for v in lb["acc_test_se_mean"]]
@@ -114,7 +124,7 @@ def to_text(table: pd.DataFrame) -> str:
 
 
 #: unicode of the people table that LaTeX's text mode lacks, as math (after escaping)
-LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$"}
 
 
 def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:

@@ -59,7 +59,8 @@ def test_the_t_statistics_equal_scipy_stats_on_hand_made_values():
     a, b = np.array([0.91, 0.93, 0.90, 0.95]), np.array([0.90, 0.90, 0.91, 0.92])
     assert paired_t_pvalue(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-12)
     assert paired_t_pvalue(a, a) == 1.0
-    assert paired_t_pvalue(np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.5, 2.5])) == 0.0  # a constant shift
+    # a constant shift has no spread to test against: undefined, not "p = 0"
+    assert np.isnan(paired_t_pvalue(np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.5, 2.5])))
     assert ci95(a) == pytest.approx(stats.t.ppf(0.975, 3) * a.std(ddof=1) / 2, rel=1e-12)
     assert np.isnan(ci95(a[:1]))
 
@@ -94,8 +95,8 @@ def test_latex_parses_as_a_booktabs_table(capsys, three_seeds):
     for line in rows:  # every row has as many cells as the column spec says
         assert len(re.split(r"(?<!\\)&", line)) == len(spec)
     outside_math = re.sub(r"\$[^$]*\$", "", body)
-    assert not re.search(r"(?<!\\)[%_#]", outside_math) and "±" not in tex and "↑" not in tex
-    assert r"\% unrecovered" in tex and r"$\pm$" in tex
+    assert not re.search(r"(?<!\\)[%_#]", outside_math) and "±" not in tex and "↑" not in tex and "†" not in tex
+    assert r"\% dips unrecovered" in tex and r"$\pm$" in tex
 
 
 def test_latex_escapes_what_it_must():
@@ -129,3 +130,41 @@ def test_progress_is_plain_lines_when_stderr_is_a_file(tmp_path):
     assert done.returncode == 0, text
     assert "\r" not in text and "\x1b" not in text
     assert re.search(r"^runs: 2/2 runs \(\d+ s, split-digits finetune seed \d done\)$", text, re.M), text
+
+
+def _runs(rows: list[dict]) -> pd.DataFrame:
+    base = {"scenario": "s", "setting": "class-il", "params": "{}", "settings": "{}"}
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_every_cell_says_what_its_header_says_on_hand_made_runs():
+    nan = float("nan")
+    runs = _runs([
+        # a: three seeds; iterations to recover measured in one run only, WF10 in none (too sparse)
+        {"strategy": "a", "seed": 0, "acc": 0.50, "gap_iters_to_recover": 3.0, "wf10": nan, "gap_depth": 0.30,
+         "gap_noise": 0.02, "gap_unrecovered": 0.5, "wall_seconds": 10.0},
+        {"strategy": "a", "seed": 1, "acc": 0.60, "gap_iters_to_recover": nan, "wf10": nan, "gap_depth": 0.32,
+         "gap_noise": 0.03, "gap_unrecovered": 0.9, "wall_seconds": 12.0},
+        {"strategy": "a", "seed": 2, "acc": 0.70, "gap_iters_to_recover": nan, "wf10": nan, "gap_depth": 0.34,
+         "gap_noise": 0.04, "gap_unrecovered": 1.0, "wall_seconds": 11.0},
+        # b: 0.004 below a on every seed... but on two seeds identically (no spread to test against)
+        {"strategy": "b", "seed": 0, "acc": 0.496, "gap_depth": nan, "gap_noise": 0.02, "gap_unrecovered": 1.0},
+        {"strategy": "b", "seed": 1, "acc": 0.596, "gap_depth": nan, "gap_noise": 0.02, "gap_unrecovered": 1.0},
+    ])
+    from clbench.results.aggregate import leaderboard
+
+    lb = leaderboard(runs, reference="a").set_index("strategy")
+    table = people_table(lb.reset_index()).set_index("strategy")
+    # one meaning of ±: the 95% CI, iterations to recover included; a count where runs are missing
+    assert table.loc["a", "iters to recover ↓"] == "3.0 (1/3 runs)"
+    assert table.loc["a", "WF10 ↓"] == "n/a" and lb.loc["a", "wf10_n"] == 0
+    half = stats.t.ppf(0.975, 2) * np.std([10.0, 12.0, 11.0], ddof=1) / np.sqrt(3)
+    assert table.loc["a", "s/run ↓"] == f"11.0 ± {half:.1f}"
+    # a CI that leaves [0, 100] says so; the shown decimals are the column's (one format per column)
+    assert table.loc["a", "% dips unrecovered ↓"].endswith("†")
+    assert table.loc["a", "ACC ↑"] == f"60.0 ± {100 * stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3):.1f}"
+    # the gap against its floor; a row whose dips never came back has forgetting, not a small gap
+    assert table.loc["a", "gap vs noise"] == "above noise"
+    assert table.loc["b", "gap depth ↓"] == "n/a" and table.loc["b", "gap vs noise"].startswith("no gap")
+    # identical paired differences: the t-test is undefined, not "worse (p=0)"
+    assert lb.loc["b", "acc_vs_reference"] == "n/a" and np.isnan(lb.loc["b", "acc_p_vs_reference"])
