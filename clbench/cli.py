@@ -107,9 +107,14 @@ def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = Non
     changes: dict = {}
     if scenarios_:
         changes["scenarios"] = scenarios_
+    base_params, base_own = base.params, base.strategy_settings
     if opts.get("strategies_"):
         changes["strategies"] = parse_names(",".join(_split(opts["strategies_"])), catalog.known_names(), "strategy",
                                             qualified=True)
+        # the strategies a preset or file sets up but this command leaves out take their settings along
+        base_params = {k: v for k, v in base.params.items() if k in changes["strategies"]}
+        base_own = {k: v for k, v in base.strategy_settings.items() if k in changes["strategies"]}
+        changes["params"], changes["strategy_settings"] = base_params, base_own
     if opts.get("seeds") is not None and opts.get("seed") is not None:
         raise InputError("give either --seeds or --seed, not both")
     if opts.get("seeds") is not None:
@@ -117,7 +122,7 @@ def experiment_from_options(base, opts: dict, scenarios_: list[str] | None = Non
     if opts.get("seed") is not None:
         changes["seeds"] = [opts["seed"]]
     if opts.get("params"):
-        merged = {k: dict(v) for k, v in base.params.items()}
+        merged = {k: dict(v) for k, v in base_params.items()}
         for k, v in parse_params(list(opts["params"])).items():
             merged.setdefault(k, {}).update(v)
         changes["params"] = merged

@@ -115,10 +115,12 @@ class Strategy:
         strategy the same budget; each spends it its own way."""
         return {}
 
-    def memory_held(self) -> tuple[int, int]:
-        """``(samples, bytes)`` held beyond the network and optimiser: stored samples, penalties,
-        class statistics. Reported beside accuracy, since a larger memory buys accuracy."""
-        return 0, 0
+    def memory_samples(self) -> int | None:
+        """The samples this strategy keeps in its memory (None: it does not say, and the runner
+        counts the tensors it holds shaped like a batch of inputs). Its bytes are measured by the
+        runner for every strategy (``clbench.evaluation.held``): reported beside accuracy, since a
+        larger memory buys accuracy."""
+        return None
 
     def first_end(self, task: Task) -> bool:
         """True the first time ``task`` ends, and records it: rehearsal segments of a task that
@@ -133,6 +135,10 @@ class Strategy:
         """Called once before training; registers every task's classes for task-il masking."""
         for t in scenario.tasks:
             self._register_task(t.id, t.classes)
+
+    def before_segment(self, updates: int) -> None:
+        """The number of updates of the segment about to start (``before_task`` follows): for a
+        strategy whose schedule scales with the task's length (view-batch's warm-up)."""
 
     def before_task(self, task: Task) -> None:
         self._register_task(task.id, task.classes)

@@ -114,9 +114,8 @@ class EWC(Strategy):
             merged_A[k], merged_m[k] = total, mean
         self.penalties = [(merged_A, merged_m)]
 
-    def memory_held(self):
-        tensors = [t for fisher, anchor in self.penalties for t in (*fisher.values(), *anchor.values())]
-        return 0, sum(t.element_size() * t.nelement() for t in tensors)
+    def memory_samples(self):
+        return 0  # a Fisher and an anchor per penalty: bytes, measured by the runner
 
     def after_task(self, task: Task) -> None:
         """One Fisher and anchor per task, at its first end (a recurring task is not re-consolidated),

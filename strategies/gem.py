@@ -86,11 +86,9 @@ class GEM(Strategy):
                              "tasks; raise --memory")
         return {"patterns_per_task": per_task}
 
-    def memory_held(self):
+    def memory_samples(self):
         """The frozen memories and what tasks that have not ended would keep now."""
-        held = [*self.memory.values(), *(self._recent(k) for k in self._pending)]
-        return (sum(len(m[1]) for m in held),
-                sum(t.element_size() * t.nelement() for m in held for t in m))
+        return sum(len(m[1]) for m in [*self.memory.values(), *(self._recent(k) for k in self._pending)])
 
     def _flat_grad(self) -> torch.Tensor:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self._params])

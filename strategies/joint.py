@@ -69,11 +69,9 @@ class Joint(Strategy):
         x = self._norm(self._x.index_select(0, idx))
         return F.cross_entropy(self.logits(self.augment_inputs(x), tid), self._y.index_select(0, idx))
 
-    def memory_held(self):
+    def memory_samples(self):
         """Joint training keeps every sample it has met: the reference point, not a budgeted method."""
-        if self._y is None:
-            return 0, 0
-        return len(self._y), sum(t.element_size() * t.nelement() for t in (self._x, self._y, self._t))
+        return 0 if self._y is None else len(self._y)
 
     @property
     def task_boundaries(self) -> bool:

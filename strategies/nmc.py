@@ -73,10 +73,8 @@ class NMC(Strategy):
                     x = (x - wm) / ws
             return F.normalize(self.model(x).float(), dim=1)
 
-    def memory_held(self):
-        if self.sums is None:
-            return 0, 0
-        return 0, self.sums.element_size() * self.sums.nelement() + self.counts.element_size() * self.counts.nelement()
+    def memory_samples(self):
+        return 0  # class sums and counts: bytes, measured by the runner
 
     def label_suffix(self) -> str:
         return f"[{self.backbone_spec}]"

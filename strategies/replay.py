@@ -103,11 +103,6 @@ class ReplayBuffer:
         idx = torch.randperm(len(y), generator=self.g)[:n].to(y.device)
         return x.index_select(0, idx), y.index_select(0, idx), t.index_select(0, idx)
 
-    def nbytes(self) -> int:
-        if not len(self):
-            return 0
-        return sum(v.element_size() * v.nelement() for v in self.tensors())
-
 
 class ER(Strategy):
     """Experience replay: each step adds a replay minibatch drawn from the memory.
@@ -142,8 +137,8 @@ class ER(Strategy):
     def memory_params(cls, budget, n_tasks):
         return {"mem_size": int(budget)}
 
-    def memory_held(self):
-        return len(self.buffer), self.buffer.nbytes()
+    def memory_samples(self):
+        return len(self.buffer)
 
     def _replay(self, n: int):
         """``n`` replayed rows: ``n // views`` memory samples, each repeated ``views`` times."""

@@ -1,4 +1,4 @@
-"""Strategies that fail on purpose, importable by path (``tests.faulty:RaisesOnSeed1``) so that the
+"""Strategies that fail or misreport on purpose, importable by path (``tests.faulty:RaisesOnSeed1``) so that the
 processes of the local pool and Ray's workers build them as the parent would."""
 
 from __future__ import annotations
@@ -42,3 +42,13 @@ class DiesOnSeed1(Finetune):
                     f.write(f"{os.getpid()}\n")
             os._exit(3)
         return super().observe(x, y, task_ids)
+
+
+class KeepsTeacher(Finetune):
+    """LwF-style: finetuning that keeps a frozen copy of the network at each task end and never says
+    so (no ``memory_samples``): the runner must still measure the copy."""
+
+    def after_task(self, task):
+        import copy
+
+        self.teacher = copy.deepcopy(self.model).requires_grad_(False)

@@ -8,8 +8,9 @@ hand-written formulas, so every extra pass a strategy makes is included: replay 
 gradients, view-batch's views. A segment's FLOPs are the mean of its sampled steps times its
 length (a step's cost can change within a task, e.g. once a replay memory fills, so steps are
 sampled across the segment, not at its start). Consolidation at task ends (EWC's Fisher) is
-counted in full. Work outside PyTorch (GEM's QP on the host) and evaluation are not training
-FLOPs and are not counted.
+counted in full in both training loops: in Avalanche's, all its plugins do between an
+experience's last update and the next experience (clbench's evaluation left out). Work outside
+PyTorch (GEM's QP on the host) and evaluation are not training FLOPs and are not counted.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class CostMeter:
         self.step_flops: dict[int, list[int]] = {s: [] for s in range(len(segment_bounds))}
         self.hook_flops = 0
         self._open: tuple[int, FlopCount] | None = None
+        self._hook: FlopCount | None = None
 
     def start(self, iteration: int) -> None:
         """Begin step ``iteration`` (0-based); counted only when sampled. For loops that are not
@@ -122,6 +124,19 @@ class CostMeter:
             out = fn()
         self.hook_flops += counter.total
         return out
+
+    def hook_start(self) -> None:
+        """Begin counting consolidation that runs between callbacks of a loop that is not ours
+        (Avalanche's plugins after an experience's last update); ``hook_stop`` ends it."""
+        if self._hook is None:
+            self._hook = FlopCount()
+            self._hook.__enter__()
+
+    def hook_stop(self) -> None:
+        if self._hook is not None:
+            counter, self._hook = self._hook, None
+            counter.__exit__(None, None, None)
+            self.hook_flops += counter.total
 
     def train_flops(self) -> float:
         """Estimated training FLOPs of the whole stream."""

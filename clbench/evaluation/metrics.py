@@ -415,26 +415,101 @@ UNEVALUATED = {
 DIVERGENCE_FACTOR = 100.0
 #: iterations in the starting value and in the running median (a single spike is not divergence)
 DIVERGENCE_WINDOW = 10
-DIVERGENCE_RULE = (f"loss not finite, or its median over {DIVERGENCE_WINDOW} consecutive iterations above "
-                   f"{DIVERGENCE_FACTOR:g}x the largest of the first {DIVERGENCE_WINDOW}")
+#: a task whose loss still has its median over its last ``DIVERGENCE_WINDOW`` updates above this
+#: many times the untrained loss (about ln C: a model that predicts nothing scores that) has blown up
+#: without coming down; a healthy class-incremental switch (50 under EWC) is back to 3 within 40
+TASK_END_FACTOR = 10.0
+#: a task whose accuracy at the end of its own training is below this share of chance was never learnt
+NEVER_LEARNT = 0.5
+DIVERGENCE_RULE = (f"loss not finite; or its median over {DIVERGENCE_WINDOW} consecutive iterations above "
+                   f"{DIVERGENCE_FACTOR:g}x the largest of the first {DIVERGENCE_WINDOW}; or a task's last "
+                   f"{DIVERGENCE_WINDOW} losses above {TASK_END_FACTOR:g}x that and above half its first ones (it "
+                   "blew up and never came down); "
+                   f"or a task's accuracy at the end of its own training below {NEVER_LEARNT:g}x chance while its "
+                   "loss did not fall (never learnt)")
 
 
-def diverged_at(losses: np.ndarray) -> int | None:
+def diverged_at(losses: np.ndarray, tasks: np.ndarray | None = None) -> int | None:
     """The first iteration (1-based) at which training diverged, or None: the loss is not finite,
     or the median of ``DIVERGENCE_WINDOW`` consecutive losses ending there exceeds
     ``DIVERGENCE_FACTOR`` times the largest of the first ``DIVERGENCE_WINDOW`` losses (the untrained
     model's loss, about ln C; at least 1e-3). Not their median: a first task learnt within a few
     steps made that tiny (0.13 on split-digits), and the jump of a class-incremental loss at a
-    later task switch (to 50 under EWC, back to 3 within 40 steps) then read as divergence. A
-    diverged run's metrics describe a broken model: the leaderboard marks it and ranks it last."""
+    later task switch (to 50 under EWC, back to 3 within 40 steps) then read as divergence.
+
+    With ``tasks`` (the task of each iteration) each task of at least three windows is also judged
+    at its own end: the median of its last ``DIVERGENCE_WINDOW`` losses above ``TASK_END_FACTOR``
+    times that start, and not down to half the median of its first ones, means the loss blew up
+    and never came down (DER at too high a learning rate: 30-1,700 against 2.1, whose running
+    median never reached 100x); it diverged where its running median first crossed that. A
+    class-incremental switch's jump comes down within the task (EWC: 50 to 3 in 40 updates), and
+    a task too short to show it is left to the other rules. A diverged run's metrics describe a
+    broken model: the leaderboard marks it and ranks it last."""
     losses = np.asarray(losses, dtype=float)
     bad = np.flatnonzero(~np.isfinite(losses))
     first = int(bad[0]) if len(bad) else len(losses)
     w = DIVERGENCE_WINDOW
+    found: list[int] = [first + 1] if len(bad) else []
     if first >= w:
         start = max(float(np.max(losses[:w])), 1e-3)
         rolling = np.median(np.lib.stride_tricks.sliding_window_view(losses[:first], w), axis=1)
         high = np.flatnonzero(rolling > DIVERGENCE_FACTOR * start)
         if len(high):
-            return int(high[0]) + w
-    return first + 1 if len(bad) else None
+            found.append(int(high[0]) + w)
+        if tasks is not None:
+            tasks = np.asarray(tasks)[:first]
+            for task in dict.fromkeys(tasks.tolist()):
+                its = np.flatnonzero(tasks == task)
+                end = np.median(losses[its[-w:]]) if len(its) >= 3 * w else 0.0
+                if end > TASK_END_FACTOR * start and end >= np.median(losses[its[:w]]) / 2:
+                    own = np.median(np.lib.stride_tricks.sliding_window_view(losses[its], w), axis=1)
+                    found.append(int(its[int(np.flatnonzero(own > TASK_END_FACTOR * start)[0]) + w - 1]) + 1)
+    return min(found) if found else None
+
+
+def never_learnt(log: pd.DataFrame, chance: list[float], losses: np.ndarray | None = None,
+                 tasks: np.ndarray | None = None) -> list[int]:
+    """The tasks whose accuracy at the end of their own training (``R[t, t]``) is below
+    ``NEVER_LEARNT`` times ``chance[t]`` (1 / the classes a prediction for it chooses among): a
+    model that learnt anything of a task predicts its classes at least at chance; one that scores 0
+    on it (DER at split-digits' default lr) never learnt it. With the ``losses`` (and the ``tasks``
+    of their iterations), only where the task's loss did not fall either (its last
+    ``DIVERGENCE_WINDOW`` losses' median not below its first ones', over at least two windows): a
+    task cut too short to be learnt (a few updates of a smoke test) is not a broken run."""
+    R = accuracy_matrix(log)
+    out = []
+    for t in range(min(len(R), len(chance))):
+        if np.isnan(R[t, t]) or R[t, t] >= NEVER_LEARNT * chance[t]:
+            continue
+        if losses is not None and tasks is not None:
+            own = np.asarray(losses, dtype=float)[np.asarray(tasks) == t]
+            w = DIVERGENCE_WINDOW
+            if len(own) < 2 * w or np.median(own[-w:]) < np.median(own[:w]):
+                continue
+        out.append(t)
+    return out
+
+
+def divergence(losses: np.ndarray, tasks: np.ndarray, log: pd.DataFrame, chance: list[float]
+               ) -> tuple[int | None, str]:
+    """(the iteration a run diverged at or None, why): ``diverged_at`` on the losses, or the end of
+    the first task never learnt (``never_learnt``)."""
+    at = diverged_at(losses, tasks)
+    if at is not None:
+        return at, f"loss ({DIVERGENCE_RULE})"
+    missed = never_learnt(log, chance, losses, tasks)
+    if missed:
+        t = missed[0]
+        ends = np.flatnonzero(np.asarray(tasks) == t)
+        R = accuracy_matrix(log)
+        return (int(ends[-1]) + 1 if len(ends) else len(losses)), (
+            f"task {t} never learnt: accuracy {R[t, t]:.3f} at the end of its own training, below "
+            f"{NEVER_LEARNT:g}x chance ({chance[t]:.3f})")
+    return None, DIVERGENCE_RULE
+
+
+def chance_levels(setting: str, n_classes: int, task_classes: list[list[int]]) -> list[float]:
+    """Per task, the accuracy of a uniform guess: among its own classes in task-incremental learning
+    (a head per task), among all ``n_classes`` outputs otherwise (the lowest chance, so that no
+    healthy run reads as never learnt)."""
+    return [1.0 / max(1, len(c)) if setting == "task-il" else 1.0 / max(1, n_classes) for c in task_classes]

@@ -63,6 +63,16 @@ def memory_params(name: str, budget: int, n_tasks: int) -> dict[str, Any]:
     return {param: value}
 
 
+def required_params(name: str) -> list[str]:
+    """The Avalanche strategy's keyword parameters without a default (LwF's ``alpha`` and
+    ``temperature``, EWC's ``ewc_lambda``): asked for before the run starts, in one line."""
+    check_strategy_name(name)
+    cls = getattr(_training(), name)
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name not in _RUNNER_ARGS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and p.default is inspect.Parameter.empty]
+
+
 def strategy_params(name: str) -> dict[str, Any]:
     """The Avalanche strategy's own keyword parameters and defaults (None where it has none)."""
     check_strategy_name(name)
@@ -176,6 +186,8 @@ class ContinualEvaluationPlugin:
                 return self.driver.seconds if self.driver is not None else 0.0
 
             def before_training_exp(self, strategy, **kwargs):
+                if self.meter is not None:
+                    self.meter.hook_stop()
                 if self.driver is None or self.driver.strategy.model is not strategy.model:
                     view = _ModelView(strategy.model, scenario.setting, scenario.task_classes, scenario.n_classes)
                     seconds = self.eval_seconds
@@ -203,9 +215,19 @@ class ContinualEvaluationPlugin:
                 self.driver.updated(self.iteration)
                 if self.iteration != self.stop:  # the experience's end is evaluated in after_training_exp
                     self.driver.between(self.iteration, self.phase + 1, self.current)
+                elif self.meter is not None:  # the plugins' consolidation (EWC's importances, ...) follows
+                    self.meter.hook_start()
 
             def after_training_exp(self, strategy, **kwargs):
+                if self.meter is not None:  # the evaluation is not training: out of the count
+                    self.meter.hook_stop()
                 self.driver.evaluate(self.iteration, self.evaluator.n_tasks, self.phase + 1, self.current)
+                if self.meter is not None:  # plugins after this one consolidate too
+                    self.meter.hook_start()
+
+            def after_training(self, strategy, **kwargs):
+                if self.meter is not None:
+                    self.meter.hook_stop()
 
             def log(self):
                 import pandas as pd
@@ -224,6 +246,35 @@ class ContinualEvaluationPlugin:
 
 # ---------------------------------------------------------------- running an Avalanche strategy
 
+def patch_synaptic_intelligence() -> None:
+    """Make Avalanche 0.6's Synaptic Intelligence work on the CPU (Zenke et al., ICML 2017).
+
+    Its plugin stores the weights before and after each update and the gradient as
+    ``param.detach().cpu().flatten()``: on a GPU that is a copy, on the CPU a *view of the live
+    parameter*. "Before" and "after" are then the same tensor, every update's contribution
+    ``grad * (new - old)`` to the path integral is 0, the importances are 0 and SI trains exactly
+    as Naive does (byte-identical curves, at any ``si_lambda``). The patch stores copies, which is
+    what the code means on every device; nothing else of the plugin changes. Applied once per
+    process, to the plugin class, when clbench builds an SI strategy."""
+    from avalanche.training.plugins import SynapticIntelligencePlugin as SI
+
+    if getattr(SI, "clbench_patched", False):
+        return
+
+    @torch.no_grad()
+    def extract_weights(model, target, excluded_parameters):
+        for name, param in SI.allowed_parameters(model, excluded_parameters):
+            target[name].data = param.detach().flatten().to("cpu", copy=True)
+
+    @torch.no_grad()
+    def extract_grad(model, target, excluded_parameters):
+        for name, param in SI.allowed_parameters(model, excluded_parameters):
+            target[name].data = param.grad.detach().flatten().to("cpu", copy=True)
+
+    SI.extract_weights, SI.extract_grad = staticmethod(extract_weights), staticmethod(extract_grad)
+    SI.clbench_patched = True
+
+
 def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, device, plugins, params,
                   evaluator=None, **template):
     """An Avalanche strategy on clbench's model and optimiser, silent (no default loggers) unless an
@@ -233,6 +284,8 @@ def make_strategy(name: str, model, optimizer, *, batch_size: int, epochs: int, 
 
     check_strategy_name(name)
     cls = getattr(training, name)
+    if name == "SynapticIntelligence":
+        patch_synaptic_intelligence()
     if evaluator is None:
         with warnings.catch_warnings():  # "no loggers": on purpose, clbench's plugin does the evaluation
             warnings.simplefilter("ignore")
@@ -254,21 +307,3 @@ def capacity(name: str, params: dict, n_tasks: int) -> int | None:
     if value is None:
         return None
     return int(value) if how == "total" else int(value) * n_tasks
-
-
-def memory_held(strategy) -> tuple[int, int]:
-    """``(samples, bytes)`` in an Avalanche strategy's memory, read from its plugins' buffers
-    (Replay-style storage policies, GEM's and AGEM's per-experience tensors)."""
-    samples = nbytes = 0
-    for plugin in getattr(strategy, "plugins", []):
-        policy = getattr(plugin, "storage_policy", None)
-        if policy is not None and getattr(policy, "buffer", None) is not None:
-            samples += len(policy.buffer)
-        for attr in ("memory_x", "buffers"):
-            store = getattr(plugin, attr, None)
-            if isinstance(store, dict):
-                for v in store.values():
-                    if isinstance(v, torch.Tensor):
-                        samples += len(v)
-                        nbytes += v.element_size() * v.nelement()
-    return samples, nbytes

@@ -34,6 +34,8 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
         row["n_seeds"] = int(g["seed"].nunique())
         row["seeds"] = ",".join(str(s) for s in sorted(g["seed"]))
         row["n_diverged"] = int(g["diverged_at"].notna().sum()) if "diverged_at" in g else 0
+        # runs of a view-batch strategy whose self-supervised term never acted (tasks inside its warm-up)
+        row["n_ssl_silent"] = int((g["ssl_updates"] == 0).sum()) if "ssl_updates" in g else 0
         row["label"] = str(g["label"].iloc[0]) if "label" in g and g["label"].notna().any() else key[2]
         row["own_settings"] = str(g["own_settings"].iloc[0]) if "own_settings" in g else "{}"
         row["uses_memory"] = bool(g["uses_memory"].fillna(False).astype(bool).any()) if "uses_memory" in g else False

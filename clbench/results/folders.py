@@ -98,8 +98,12 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
         s = read_summary(d)
         if recompute:
             s.update(read_result(d / "curves.csv", lambda p: metrics.summarize(read_curves(p))))
-            losses = read_result(d / "train.csv", lambda p: pd.read_csv(p)["loss"].to_numpy(dtype=float))
-            s.update(diverged_at=metrics.diverged_at(losses), divergence=metrics.DIVERGENCE_RULE)
+            train = read_result(d / "train.csv", pd.read_csv)
+            sc = read_result(d / "config.json", io.read_json).get("scenario", {})
+            chance = metrics.chance_levels(sc.get("setting", ""), sc.get("n_classes", 0), sc.get("task_classes", []))
+            at, why = metrics.divergence(train["loss"].to_numpy(dtype=float), train["task"].to_numpy(),
+                                         read_result(d / "curves.csv", read_curves), chance)
+            s.update(diverged_at=at, divergence=why)
         s["params"] = json.dumps(s.get("params") or {}, sort_keys=True)
         record = read_result(d / "config.json", io.read_json)
         run = record.get("run", {})

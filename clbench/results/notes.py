@@ -76,6 +76,10 @@ def reliability_notes(lb: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
     for r in lb[lb["n_diverged"] > 0].itertuples():
         notes.append(f"{r.scenario}: {r.label} — {r.n_diverged} of {r.n_runs} run(s) DIVERGED "
                      f"({metrics.DIVERGENCE_RULE}); the row ranks last whatever its metrics say.")
+    for r in lb[lb.get("n_ssl_silent", pd.Series(0, index=lb.index)) > 0].itertuples():
+        notes.append(f"{r.scenario}: {r.label} — its self-supervised term never acted in {r.n_ssl_silent} of "
+                     f"{r.n_runs} run(s): every task ended inside its warm-up (ssl_warmup / ssl_warmup_epochs); "
+                     "the row is its wrapped strategy with views only.")
     for r in failed.itertuples():
         notes.append(f"{r.scenario}: {r.strategy} {r.run} FAILED ({r.error}); not in the means — see "
                      f"{Path(r.run_dir) / ERROR_FILE}.")

@@ -12,8 +12,9 @@ from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, DECIMALS, LABEL
 
 
 def _cost_cell(mean: float, metric: str) -> str:
+    """A cost's mean; "unknown" where it was not measured (never a 0 that reads "free")."""
     if np.isnan(mean):
-        return "n/a"
+        return "unknown"
     if metric == "train_flops":
         return f"{mean / 1e9:.3g}"
     if metric == "memory_bytes":
@@ -27,7 +28,8 @@ def _cell(mean: float, ci: float, metric: str, n: int | None = None, runs: int |
     """``mean ± CI`` in the column's one format; ``†`` where the interval leaves the metric's range;
     ``(k/N runs)`` where only k of the row's N runs measured it; ``n/a`` where none did."""
     if metric in COST and metric != "wall_seconds":
-        return _cost_cell(mean, metric)
+        text = _cost_cell(mean, metric)
+        return text + (f" ({n}/{runs} runs)" if n is not None and runs is not None and 0 < n < runs else "")
     if np.isnan(mean):
         return "n/a"
     scale = 100.0 if metric in ACCURACY_LIKE else 1.0

@@ -52,6 +52,15 @@ class AvalancheEntry:
 
         return memory_params(self.avalanche_name, budget, n_tasks)
 
+    def check_complete(self, params: dict[str, Any]) -> None:
+        """Every parameter Avalanche requires is given (with the budget's), or one line naming them."""
+        from clbench.interop.avalanche import required_params
+
+        missing = [p for p in required_params(self.avalanche_name) if p not in params]
+        if missing:
+            raise InputError(f"{self.name} needs {', '.join(missing)}: add "
+                             + " ".join(f"--param {self.name}.{p}=VALUE" for p in missing))
+
     def coerce(self, params: dict[str, Any]) -> dict[str, Any]:
         known = self.params()
         out = {}

@@ -18,6 +18,7 @@ from clbench.common.provenance import provenance
 from clbench.evaluation import metrics
 from clbench.evaluation.cost import CostMeter, trainable_parameters
 from clbench.evaluation.evaluator import Evaluator
+from clbench.evaluation.held import Held, as_summary
 from clbench.run.resolve import ResolvedRun
 
 
@@ -46,10 +47,17 @@ class Trained:
                              "seconds": np.cumsum(self.train_seconds)})
 
 
-def run_cost(meter: CostMeter, held: tuple[int, int], model, label: str) -> dict:
-    """The cost fields of a run's summary (and the strategy's leaderboard label)."""
-    return {"train_flops": meter.train_flops(), "memory_samples": int(held[0]), "memory_bytes": int(held[1]),
+def run_cost(meter: CostMeter, held: Held, model, label: str) -> dict:
+    """The cost fields of a run's summary (and the strategy's leaderboard label): memory as the
+    runner measured it (``clbench.evaluation.held``; None where it could not)."""
+    return {"train_flops": meter.train_flops(), **as_summary(held),
             "trainable_params": trainable_parameters(model), "label": label, "flop_counting": meter.record()}
+
+
+def scenario_data(scenario: scenarios.Scenario) -> list[torch.Tensor]:
+    """Every tensor of the scenario's data: what every strategy has, not a memory it keeps."""
+    return [t for task in scenario.tasks for split in (task.train, task.test, task.val) if split is not None
+            for t in (split.x, split.y)]
 
 
 def summarize(run: ResolvedRun, scenario: scenarios.Scenario, trained: Trained, log: pd.DataFrame,
@@ -59,12 +67,16 @@ def summarize(run: ResolvedRun, scenario: scenarios.Scenario, trained: Trained, 
     n_total = len(trained.losses)
     train_s = float(trained.train_seconds.sum())
     cost = {k: v for k, v in trained.cost.items() if k != "flop_counting"}
+    chance = metrics.chance_levels(scenario.setting, scenario.n_classes, scenario.task_classes)
+    at, why = metrics.divergence(trained.losses, trained.task_of_iteration, log, chance)
     return {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
             "n_evaluations": trained.evaluator.n_steps(), "wall_seconds": wall_seconds,
             "train_seconds": train_s, "eval_seconds": trained.eval_seconds,
             "train_iters_per_second": n_total / max(train_s, 1e-9),
-            # the first iteration at which the loss diverged (``metrics.DIVERGENCE_RULE``), or None
-            "diverged_at": metrics.diverged_at(trained.losses), "divergence": metrics.DIVERGENCE_RULE,
+            # the first iteration at which training diverged (``metrics.divergence``), or None; and why
+            "diverged_at": at, "divergence": why,
+            # view-batch: the updates its self-supervised term acted in (0: never; None: no such term)
+            "ssl_updates": trained.strategy_config.get("ssl_updates"),
             **cost, **run.budget, "memory_capacity": trained.strategy_config.get("memory_capacity"),
             "eval_on": config.eval_on, "augment": config.augment,
             "scenario": scenario.name, "setting": scenario.setting, "strategy": config.strategy,

@@ -59,4 +59,6 @@ def resolve(config: RunConfig, train_defaults: dict[str, Any], n_tasks: int) -> 
     auto = entry.memory_params(c.memory, n_tasks) if c.memory is not None else {}
     overridden = sorted(k for k in auto if k in c.params and c.params[k] != auto[k])
     budget = {"memory_budget": c.memory if auto else None, "uses_memory": bool(auto), "budget_overridden": overridden}
+    if isinstance(entry, catalog.AvalancheEntry):
+        entry.check_complete({**auto, **c.params})
     return ResolvedRun(c, {**auto, **c.params}, budget)

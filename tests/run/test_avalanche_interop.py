@@ -99,3 +99,60 @@ def test_every_listed_strategy_builds():
             s = make_strategy(name, model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=8, epochs=1,
                               device="cpu", plugins=[], params=need[name])
         assert s.train_mb_size == 8
+
+
+class _PathIntegral:
+    """What Synaptic Intelligence's path integral is, computed in the plainest way beside the plugin:
+    after each update, the sum over updates of grad * (new weights - old weights)."""
+
+    def __init__(self, model):
+        self.model, self.total = model, {n: torch.zeros(p.numel()) for n, p in model.named_parameters()}
+
+    def before_training_iteration(self, strategy, **kwargs):
+        self.old = {n: p.detach().flatten().clone() for n, p in self.model.named_parameters()}
+
+    def after_training_iteration(self, strategy, **kwargs):
+        for n, p in self.model.named_parameters():
+            self.total[n] += p.grad.detach().flatten() * (p.detach().flatten() - self.old[n])
+
+
+def test_synaptic_intelligence_integrates_the_path_on_the_cpu(sc):
+    """Avalanche 0.6's SI aliases the live weights on the CPU (its path integral is 0: SI == Naive);
+    clbench patches the plugin to store copies."""
+    from avalanche.core import SupervisedPlugin
+
+    torch.manual_seed(0)
+    model = build_model("mlp", sc.input_shape, sc.n_classes, hidden=[16])
+    probe = type("Probe", (_PathIntegral, SupervisedPlugin), {})(model)
+    SupervisedPlugin.__init__(probe)
+    strategy = make_strategy("SynapticIntelligence", model, torch.optim.SGD(model.parameters(), lr=0.05),
+                             batch_size=32, epochs=1, device="cpu", plugins=[probe], params={"si_lambda": 1.0})
+    si = next(p for p in strategy.plugins if type(p).__name__ == "SynapticIntelligencePlugin")
+    strategy.train(to_avalanche(sc).train_stream[0], num_workers=0)
+    for name, total in probe.total.items():
+        assert torch.allclose(si.syn_data["trajectory"][name].data, total, rtol=1e-4, atol=1e-9), name
+    assert sum(float(t.abs().sum()) for t in probe.total.values()) > 0
+
+
+def test_synaptic_intelligence_is_not_naive_and_every_memory_is_measured(tmp_path):
+    common = dict(scenario="split-digits", epochs=1, eval_every=10, eval_schedule="periodic", memory=100)
+    runs = {s: run(RunConfig(strategy=s, **common, params=p), tmp_path / s.replace(":", "_")).summary
+            for s, p in [("avalanche:Naive", {}), ("avalanche:SynapticIntelligence", {"si_lambda": 1.0}),
+                         ("avalanche:AGEM", {}), ("avalanche:Replay", {})]}
+    naive, si = runs["avalanche:Naive"], runs["avalanche:SynapticIntelligence"]
+    assert si["acc"] != naive["acc"] or si["bwt"] != naive["bwt"]
+    params = naive["trainable_params"]
+    assert naive["memory_samples"] == 0 and naive["memory_bytes"] == 0
+    # SI keeps 2 per-parameter tensors of its penalty and 5 of its path integral (7 x params floats)
+    assert si["memory_samples"] == 0 and si["memory_bytes"] == 7 * params * 4
+    # AGEM: 20 samples per experience (the budget's 100 // 5) and its reference gradient
+    assert runs["avalanche:AGEM"]["memory_samples"] == 100
+    assert runs["avalanche:AGEM"]["memory_bytes"] >= params * 4 + 100 * 64 * 4
+    replay = runs["avalanche:Replay"]
+    assert replay["memory_samples"] == 100 and replay["memory_bytes"] >= 100 * (64 * 4 + 8)
+
+
+def test_a_strategy_that_needs_parameters_says_which_before_it_starts():
+    with pytest.raises(InputError, match=r"avalanche:LwF needs alpha, temperature: add "
+                                         r"--param avalanche:LwF.alpha=VALUE --param avalanche:LwF.temperature=VALUE"):
+        run(RunConfig(scenario="split-digits", strategy="avalanche:LwF", epochs=1))

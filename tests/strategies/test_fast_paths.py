@@ -83,7 +83,7 @@ def test_gem_memory_is_each_tasks_most_recent_samples():
         gem.observe(x, y, t)
         for k in (0, 1):
             seen[k] += list(x[t == k])
-        assert gem.memory_held()[0] == min(7, len(seen[0])) + min(7, len(seen[1]))
+        assert gem.memory_samples() == min(7, len(seen[0])) + min(7, len(seen[1]))
     gem.after_task(task[0])
     torch.testing.assert_close(gem.memory[0][0], torch.stack(seen[0][-7:]))
     assert 1 not in gem.memory  # task 1 has not ended: its samples stay pending

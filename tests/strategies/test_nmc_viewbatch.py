@@ -162,3 +162,20 @@ def test_vb_er_runs_end_to_end():
     res = run(RunConfig(scenario="split-digits", strategy="vb-er", seed=0, eval_every=None,
                         params={"ssl_warmup_epochs": 1}))
     assert res.summary["acc"] > 0.5
+
+
+def test_the_self_supervised_warm_up_scales_with_the_task_and_says_when_it_never_acted(tmp_path):
+    """The authors switch the term on after 5 of 50 epochs (a tenth of each task): by default a tenth
+    of each task's updates here, so it acts at any task length; 5 whole epochs on 2-epoch tasks
+    leave it off, and the run and the leaderboard say so."""
+    from clbench.results.leaderboard import write_leaderboard
+    from clbench.sweep.experiment import Experiment, run_experiment
+
+    short = dict(scenario="split-digits", seed=0, eval_every=None, iterations=20)
+    tenth = run(RunConfig(strategy="vb-er", **short)).summary
+    assert tenth["ssl_updates"] == 5 * (20 - 2)  # every update of each task after its first 2
+    run_experiment(Experiment(strategies=["vb-er"], seeds=[0], iterations=20, eval_every=None,
+                              params={"vb-er": {"ssl_warmup_epochs": 5}}), tmp_path, show_progress=False)
+    lb = write_leaderboard([tmp_path], tmp_path)
+    assert lb["n_ssl_silent"].tolist() == [1]
+    assert "self-supervised term never acted in 1 of 1 run(s)" in (tmp_path / "leaderboard.md").read_text()

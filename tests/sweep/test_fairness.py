@@ -89,7 +89,8 @@ def test_flops_are_counted_and_include_each_strategys_extra_passes():
     assert per_it["gem"] > 1.2 * per_it["finetune"]  # memory gradients of past tasks
     assert per_it["nmc"] == 0 and flops["nmc"]["trainable_params"] == 0
     assert flops["finetune"]["trainable_params"] == 64 * 400 + 400 + 400 * 400 + 400 + 400 * 10 + 10
-    assert flops["er"]["memory_bytes"] == 200 * (64 * 4 + 8 + 8)  # float32 images, int64 label and task
+    # measured by the runner: float32 images, int64 label and task, beyond what finetune holds (a class mask)
+    assert flops["er"]["memory_bytes"] - flops["finetune"]["memory_bytes"] == 200 * (64 * 4 + 8 + 8)
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
@@ -119,7 +120,7 @@ def test_ewc_reports_its_penalty_memory_and_fisher_flops():
     f = run(RunConfig(strategy="finetune", **FAST)).summary
     params = f["trainable_params"]
     # the per-task penalties merged into one Fisher-like matrix and one anchor (exactly their sum)
-    assert s["memory_samples"] == 0 and s["memory_bytes"] == 2 * params * 4
+    assert s["memory_samples"] == 0 and s["memory_bytes"] - f["memory_bytes"] == 2 * params * 4
     assert s["train_flops"] > 1.5 * f["train_flops"]  # the Fisher at each task end is counted
 
 
@@ -338,3 +339,14 @@ def test_view_batch_with_one_view_is_exactly_its_inner_strategy():
     er = run(RunConfig(strategy="er", augment="weak", **FAST)).log
     vb = run(RunConfig(strategy="vb-er", augment="weak", params={"views": 1}, **FAST)).log
     pd.testing.assert_frame_equal(er, vb)
+
+
+def test_the_runner_measures_memory_a_strategy_does_not_report():
+    """A user's strategy that keeps a teacher copy (and reports nothing) holds the copy's bytes; a
+    strategy that holds nothing reads 0, not "unknown"."""
+    cfg = dict(scenario="split-digits", seed=0, iterations=6, eval_every=None)
+    teacher = run(RunConfig(strategy="tests.faulty:KeepsTeacher", **cfg)).summary
+    plain = run(RunConfig(strategy="finetune", **cfg)).summary
+    params = plain["trainable_params"]
+    assert teacher["memory_bytes"] - plain["memory_bytes"] == params * 4  # float32 weights of the copy
+    assert teacher["memory_samples"] == 0 and plain["memory_bytes"] < 1000  # finetune: a class mask

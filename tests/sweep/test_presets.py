@@ -9,6 +9,7 @@ import json
 import pytest
 
 from clbench import presets
+from clbench.common.errors import InputError
 from clbench.run.resolve import resolve
 from clbench.scenarios.registry import scenario_spec
 from clbench.scenarios.sources import dataset_info
@@ -217,3 +218,17 @@ source = "A. Author 2020, Table 1"
     assert rows["nmc[pixels]"][cols.index("ACC published")] == ""
     assert "- finetune on split-digits, ACC 25.0: A. Author 2020, Table 1" in md
     assert not pd.isna(ft["acc_std"]) and ft["acc_std"] > 0
+
+
+def test_dropping_a_presets_strategies_drops_their_parameters():
+    """Every option overrides a preset, --strategy included: the strategies left out take their preset
+    parameters with them; a --param for one of them is still a mistake, said in one line."""
+    from clbench.cli import experiment_from_options
+
+    base = Experiment.from_mapping(presets.load("delange-split-fmnist").experiment, "preset")
+    assert "vb-er" in base.params
+    exp = experiment_from_options(base, {"strategies_": ("finetune,joint,er,gem,nmc",), "params": ()})
+    assert exp.strategies == ["finetune", "joint", "er", "gem", "nmc"] and "vb-er" not in exp.params
+    assert exp.params["er"] == base.params["er"]
+    with pytest.raises(InputError, match="strategy vb-er is not part of this experiment"):
+        experiment_from_options(base, {"strategies_": ("er",), "params": ("vb-er.views=2",)}).validate()

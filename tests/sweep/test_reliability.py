@@ -256,6 +256,37 @@ def test_the_divergence_rule_on_hand_made_losses():
     assert diverged_at(np.array([])) is None
 
 
+def test_a_blow_up_that_never_comes_down_and_a_task_never_learnt_are_divergence():
+    from clbench.evaluation import metrics
+
+    # DER at split-digits' default lr: 2.1 at the start, then 30-1,700 through tasks 2-5; the running
+    # median (187 at most) never reaches 100x the start (215), but no task's loss comes back down
+    der = np.r_[np.linspace(2.1, 0.3, 40), np.tile([30, 60, 120, 187, 250, 90, 45, 160, 300, 1700], 16)]
+    tasks = np.repeat(np.arange(5), 40)
+    assert diverged_at(der) is None  # the old rule alone missed it
+    assert diverged_at(der, tasks) == 40 + 10  # task 1's first window of ten, all above 10x 2.1
+    # a healthy class-incremental switch (to 50, back to 2.5 within 40 steps) is not
+    quick = np.r_[np.linspace(2.2, 0.01, 40), np.geomspace(50, 2.5, 40)]
+    assert diverged_at(quick, np.repeat([0, 1], 40)) is None
+    # a task never learnt: 0 at the end of its own training, below half of chance (1/10)
+    rows = [{"eval_step": k, "iteration": it, "trained_task": tt, "task": task, "accuracy": acc, "n": 10}
+            for k, (it, tt, accs) in enumerate([(0, -1, [0.1, 0.1]), (40, 0, [0.0, 0.1]), (80, 1, [0.0, 0.9])])
+            for task, acc in enumerate(accs)]
+    log = pd.DataFrame(rows)
+    chance = metrics.chance_levels("class-il", 10, [[0, 1], [2, 3]])
+    assert metrics.never_learnt(log, chance) == [0]
+    at, why = metrics.divergence(np.full(80, 1.0), np.repeat([0, 1], 40), log, chance)  # a flat loss
+    assert at == 40 and why.startswith("task 0 never learnt")
+    # ... but a task whose loss fell was learning, only too briefly: not a broken run
+    assert metrics.divergence(np.r_[np.linspace(2.3, 1.0, 40), np.full(40, 1.0)], np.repeat([0, 1], 40), log,
+                              chance)[0] is None
+    healthy = log.assign(accuracy=np.where(log["task"] == 0, 0.9, log["accuracy"]))
+    assert metrics.divergence(np.full(80, 1.0), np.repeat([0, 1], 40), healthy, chance)[0] is None
+    # in task-incremental learning chance is among the task's own classes: 0.2 of 2 classes is below 0.25
+    assert metrics.never_learnt(healthy.assign(accuracy=0.2), metrics.chance_levels("task-il", 4, [[0, 1], [2, 3]])) \
+        == [0, 1]
+
+
 def test_a_diverged_run_is_marked_everywhere_and_ranks_last(capsys, tmp_path):
     out = tmp_path / "out"
     cfg = tmp_path / "exp.toml"
