@@ -445,17 +445,24 @@ def diverged_at(losses: np.ndarray, tasks: np.ndarray | None = None) -> int | No
     class-incremental switch's jump comes down within the task (EWC: 50 to 3 in 40 updates), and
     a task too short to show it is left to the other rules. A diverged run's metrics describe a
     broken model: the leaderboard marks it and ranks it last."""
+    found = _loss_divergence(losses, tasks)
+    return min(found)[0] if found else None
+
+
+def _loss_divergence(losses: np.ndarray, tasks: np.ndarray | None) -> list[tuple[int, str]]:
+    """Every rule of ``diverged_at`` that fired: (the iteration, what happened)."""
     losses = np.asarray(losses, dtype=float)
     bad = np.flatnonzero(~np.isfinite(losses))
     first = int(bad[0]) if len(bad) else len(losses)
     w = DIVERGENCE_WINDOW
-    found: list[int] = [first + 1] if len(bad) else []
+    found = [(first + 1, f"loss not finite at iteration {first + 1}")] if len(bad) else []
     if first >= w:
         start = max(float(np.max(losses[:w])), 1e-3)
         rolling = np.median(np.lib.stride_tricks.sliding_window_view(losses[:first], w), axis=1)
         high = np.flatnonzero(rolling > DIVERGENCE_FACTOR * start)
         if len(high):
-            found.append(int(high[0]) + w)
+            found.append((int(high[0]) + w, f"loss median over {w} iterations above {DIVERGENCE_FACTOR:g}x its "
+                                            f"start ({start:.3g})"))
         if tasks is not None:
             tasks = np.asarray(tasks)[:first]
             for task in dict.fromkeys(tasks.tolist()):
@@ -463,8 +470,10 @@ def diverged_at(losses: np.ndarray, tasks: np.ndarray | None = None) -> int | No
                 end = np.median(losses[its[-w:]]) if len(its) >= 3 * w else 0.0
                 if end > TASK_END_FACTOR * start and end >= np.median(losses[its[:w]]) / 2:
                     own = np.median(np.lib.stride_tricks.sliding_window_view(losses[its], w), axis=1)
-                    found.append(int(its[int(np.flatnonzero(own > TASK_END_FACTOR * start)[0]) + w - 1]) + 1)
-    return min(found) if found else None
+                    at = int(its[int(np.flatnonzero(own > TASK_END_FACTOR * start)[0]) + w - 1]) + 1
+                    found.append((at, f"task {task}'s loss blew up and never came down (median of its last {w} "
+                                      f"{end:.3g}, above {TASK_END_FACTOR:g}x the start {start:.3g})"))
+    return found
 
 
 def never_learnt(log: pd.DataFrame, chance: list[float], losses: np.ndarray | None = None,
@@ -494,9 +503,9 @@ def divergence(losses: np.ndarray, tasks: np.ndarray, log: pd.DataFrame, chance:
                ) -> tuple[int | None, str]:
     """(the iteration a run diverged at or None, why): ``diverged_at`` on the losses, or the end of
     the first task never learnt (``never_learnt``)."""
-    at = diverged_at(losses, tasks)
-    if at is not None:
-        return at, f"loss ({DIVERGENCE_RULE})"
+    found = _loss_divergence(losses, tasks)
+    if found:
+        return min(found)
     missed = never_learnt(log, chance, losses, tasks)
     if missed:
         t = missed[0]

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from clbench.common import io
 from clbench.evaluation import metrics
+from clbench.results.aggregate import ci95
 from clbench.results.folders import read_curves, read_result, read_summary, run_folders
 
 
@@ -227,12 +228,13 @@ def _bars(scenario, runs, out) -> Path:
     for k, (m, label) in enumerate((("acc", "ACC (final)"), ("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"))):
         per_seed = [np.array(v, dtype=float) for v in vals[m]]
         mean = [100 * np.nanmean(v) if np.isfinite(v).any() else np.nan for v in per_seed]
-        std = [100 * np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else 0.0 for v in per_seed]
-        ax.bar(x + (k - 1) * 0.27, mean, 0.27, yerr=std, capsize=2, label=label, error_kw={"lw": 0.8})
+        # the tables' ±: the 95% confidence interval of the mean over seeds (none with one seed)
+        ci = [100 * np.nan_to_num(ci95(v[np.isfinite(v)])) for v in per_seed]
+        ax.bar(x + (k - 1) * 0.27, mean, 0.27, yerr=ci, capsize=2, label=label, error_kw={"lw": 0.8})
     ax.set_xticks(x, names, rotation=20)
     n = max(len(runs[s]) for s in names)
     ax.set(ylabel="percent", ylim=(0, 100),
-           title=f"{scenario}: final vs worst-case accuracy (mean over {n} seed(s), error bar: std)")
+           title=f"{scenario}: final vs worst-case accuracy (mean over {n} seed(s), error bar: 95% CI)")
     _legend(ax)
     return _save(fig, out / f"{scenario}_bars.png")
 

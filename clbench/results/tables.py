@@ -16,9 +16,9 @@ def _cost_cell(mean: float, metric: str) -> str:
     if np.isnan(mean):
         return "unknown"
     if metric == "train_flops":
-        return f"{mean / 1e9:.3g}"
+        return f"{mean / 1e9:,.1f}"
     if metric == "memory_bytes":
-        return f"{mean / 1e6:.3g}"
+        return f"{mean / 1e6:,.3f}"
     if metric in ("memory_samples", "trainable_params"):
         return f"{int(round(mean)):,}"
     return f"{mean:.3g}"

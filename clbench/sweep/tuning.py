@@ -40,6 +40,7 @@ from clbench.run import catalog
 from clbench.run.parts import build_scenario
 from clbench.run.runner import run
 from clbench.run.settings import RunConfig, RunSettings, per_strategy_settings, validated
+from clbench.scenarios.registry import is_own, scenario_spec
 from clbench.sweep.experiment import Experiment, run_dir, to_toml
 
 #: a search space's dimension kinds: ``kind:args`` on the command line
@@ -188,6 +189,8 @@ class Tuning:
             raise InputError("tuning chooses on a validation split: --val-fraction must be > 0")
         if t.samples < 1:
             raise InputError(f"--samples must be at least 1, not {t.samples}")
+        if t.protocol == "gtep":
+            t.experiment = same_training(t.experiment, t.tune_on)
         seeds = t.experiment.seeds
         t.eval_seeds = t.eval_seeds or list(range(max(seeds) + 1, max(seeds) + 1 + len(seeds)))
         if set(t.eval_seeds) & set(seeds):
@@ -265,6 +268,25 @@ class Tuning:
                 "select": self.select, "eval_seeds": self.eval_seeds}
 
 
+#: what GTEP carries from the tuning phase into the evaluation phase besides the chosen values: the
+#: training configuration those values were chosen under (Cha et al. keep it the same in both)
+TRAINING = ("batch_size", "epochs", "iterations", "optimizer", "momentum", "lr")
+
+
+def same_training(exp: Experiment, tune_on: str) -> Experiment:
+    """``exp`` with every training setting it leaves to the scenario (``TRAINING``) set to the
+    tuning scenario's, so the evaluation phase trains as the tuning phase did (an lr chosen with
+    batch 32 and 10 epochs is not evaluated with batch 256 and 1 epoch). What the user set stays."""
+    if is_own(tune_on):
+        return exp
+    train = scenario_spec(tune_on).train
+    changes = {k: train[k] for k in ("batch_size", "optimizer", "momentum", "lr")
+               if getattr(exp, k) is None and train.get(k) is not None}
+    if exp.epochs is None and exp.iterations is None:
+        changes.update(epochs=train.get("epochs"), iterations=train.get("iterations"))
+    return dataclasses.replace(exp, **changes)
+
+
 def to_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
@@ -311,12 +333,13 @@ def trial_scores(exp: Experiment, strategy: str, values: dict[str, Any], root: P
     """Every tuning seed of one trial, each a clbench run folder (reused when complete): the mean
     selection score on the validation split and each seed's."""
     key = trial_key(strategy, values)
-    scores = {}
+    scores, diverged = {}, 0
     for config in trial_configs(exp, strategy, values):
         out = trial_dir(root, config, key)
         summary = io.read_json(out / "summary.json") if is_complete(out) else run(config, out).summary
         scores[f"seed{config.seed}"] = selection_score(summary, weights)
-    return {"score": float(np.mean(list(scores.values()))), **scores, "trial": key}
+        diverged += summary.get("diverged_at") is not None
+    return {"score": float(np.mean(list(scores.values()))), **scores, "diverged": diverged, "trial": key}
 
 
 def run_trial(values: dict[str, Any], *, exp: Experiment, strategy: str, root: str, weights: dict[str, float]) -> None:
@@ -413,18 +436,24 @@ def _rows(t: Tuning, strategy: str, trials: list[tuple[dict, dict | None, str | 
             score = metrics.get(f"seed{seed}") if metrics else None
             rows.append({"strategy": strategy, "trial": key, **{f"param.{k}": v for k, v in values.items()},
                          "seed": seed, f"val_{name}": score,
-                         "trial_mean": metrics.get("score") if metrics else None, "error": error or ""})
+                         "trial_mean": metrics.get("score") if metrics else None,
+                         "diverged": metrics.get("diverged", 0) if metrics else 0, "error": error or ""})
     return rows
 
 
 def choose(table: pd.DataFrame, t: Tuning) -> dict[str, dict[str, Any]]:
     """Per strategy, the values of the trial with the best mean validation score (the first such
-    trial on a tie): the only place a choice is made, and it sees no test accuracy."""
+    trial on a tie) among those none of whose runs diverged (a broken model's score is not a
+    result): the only place a choice is made, and it sees no test accuracy."""
     chosen = {}
     for strategy, g in table.groupby("strategy", sort=False):
         ok = g.dropna(subset=["trial_mean"])
         if ok.empty:
             raise InputError(f"every trial of {strategy} failed: {g['error'].iloc[0]}")
+        ok = ok[ok.get("diverged", pd.Series(0, index=ok.index)).fillna(0) == 0]
+        if ok.empty:
+            raise InputError(f"every trial of {strategy} DIVERGED in at least one seed; narrow --space "
+                             "(a lower learning rate?)")
         best = ok.loc[ok["trial_mean"].idxmax()]
         chosen[strategy] = {d.name: _as_drawn(best[f"param.{d.name}"], d) for d in t.dimensions(strategy)}
     return chosen
@@ -458,7 +487,8 @@ def rank_table(lb: pd.DataFrame, t: Tuning) -> str:
     lines = [f"{'strategy':<16} {'tune rank':>9} {'eval rank':>9} {'val ' + name + ' (' + t.tune_on + ')':>28} "
              f"{'test ' + name + ' (' + t.evaluate_on + ')':>28}"]
     for r in lb.sort_values("eval_rank").itertuples():
-        lines.append(f"{r.label:<16} {r.tune_rank:>9} {r.eval_rank:>9} {100 * r.tune_score:>28.2f} "
+        label = r.label + (f" DIVERGED {r.n_diverged}/{r.n_runs}" if getattr(r, "n_diverged", 0) else "")
+        lines.append(f"{label:<16} {r.tune_rank:>9} {r.eval_rank:>9} {100 * r.tune_score:>28.2f} "
                      f"{100 * r.eval_score:>28.2f}")
     return "\n".join(lines)
 

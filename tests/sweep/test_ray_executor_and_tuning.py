@@ -3,6 +3,7 @@ local executor, failures isolated and retried once, a choice made on validation 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -172,3 +173,33 @@ def test_a_search_space_reads_back_as_written():
     for text in ("ewc.ewc_lambda=loguniform:1.0:100000.0", "lr=choice:0.01,0.05", "mem_size=randint:10:50",
                  "er.w_new=grid:0.25,0.5"):
         assert parse_space(text).text() == text
+
+
+def test_gtep_evaluates_with_the_training_configuration_it_tuned_with():
+    """Cha et al. keep the configuration of both phases the same: what the experiment leaves to the
+    scenario comes from the tuning scenario (split-digits: batch 32, 10 epochs, lr 0.05), not from
+    the evaluation scenario's defaults (split-fmnist: batch 256, 1 epoch, lr 0.01); what the user
+    set stays."""
+    from clbench.sweep.experiment import Experiment
+    from clbench.sweep.tuning import Tuning, same_training
+
+    exp = same_training(Experiment(strategies=["er"], seeds=[0], batch_size=64), "split-digits")
+    assert (exp.batch_size, exp.epochs, exp.iterations, exp.lr, exp.momentum, exp.optimizer) == \
+        (64, 10, None, 0.05, 0.9, "sgd")
+    t = Tuning(Experiment(strategies=["er"], seeds=[0], val_fraction=0.1), tune_on="split-digits",
+               evaluate_on="split-fmnist", protocol="gtep", eval_seeds=[1])
+    t = dataclasses.replace(t, experiment=same_training(t.experiment, t.tune_on))
+    run = t.phase_experiment("evaluate", {"er": {"lr": 0.1}}).run_configs()[0]
+    assert (run.scenario, run.batch_size, run.epochs, run.lr) == ("split-fmnist", 32, 10, 0.1)
+
+
+def test_a_trial_that_diverged_is_never_chosen():
+    from clbench.sweep.experiment import Experiment
+    from clbench.sweep.tuning import Tuning, choose
+
+    t = Tuning(Experiment(strategies=["er"], seeds=[0]), space=[parse_space("lr=choice:0.01,0.5")])
+    table = pd.DataFrame([{"strategy": "er", "param.lr": 0.5, "trial_mean": 0.9, "diverged": 1, "error": ""},
+                          {"strategy": "er", "param.lr": 0.01, "trial_mean": 0.6, "diverged": 0, "error": ""}])
+    assert choose(table, t) == {"er": {"lr": 0.01}}
+    with pytest.raises(ValueError, match="DIVERGED"):
+        choose(table.assign(diverged=1), t)
