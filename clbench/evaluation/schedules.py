@@ -290,6 +290,7 @@ class RefineSchedule(Schedule):
         self.stop: int | None = None  # the segment's last update, where the loop says it
         self.mid: int | None = None  # the segment's pseudo-switch (``metrics.pseudo_switch``)
         self.pseudo_lows: dict[int, tuple[float, int]] = {}  # task -> its lowest after the pseudo-switch
+        self.last_back: dict[int, int] = {}  # task -> its last iteration within the band of its accuracy before
         self.prev = 0  # the last coarse evaluation
         self.training: int | None = None
         self.full: np.ndarray | None = None  # the accuracies of the last coarse evaluation (every task)
@@ -330,7 +331,7 @@ class RefineSchedule(Schedule):
         self.mid = None if stop is None else metrics.pseudo_switch(start, stop)
         self.pre = None if self.full is None else self.full.copy()
         self.points = {} if self.pre is None else {i: {start: float(a)} for i, a in enumerate(self.pre)}
-        self.lows, self.pseudo_lows = {}, {}
+        self.lows, self.pseudo_lows, self.last_back = {}, {}, {}
 
     def at(self, n: int) -> Action:
         k = n - (self.start or 0)
@@ -374,6 +375,8 @@ class RefineSchedule(Schedule):
                 change = accuracy - pts[m] if m < n else pts[m] - accuracy
                 drop, rise = max(drop, -change), max(rise, change)
         self.drop[task], self.rise[task] = drop, rise
+        if self.pre is not None and task < len(self.pre) and accuracy >= self.pre[task] - metrics.RECOVERY_TOLERANCE:
+            self.last_back[task] = max(n, self.last_back.get(task, n))
         for lows, after in ((self.lows, self.start), (self.pseudo_lows, self.mid)):
             low = lows.get(task)
             if after is not None and n > after and (low is None or (accuracy, n) < low):
@@ -469,9 +472,8 @@ class RefineSchedule(Schedule):
         still down is forgetting for now, whose floor is not reported: no looks for it."""
         if self.pre is None or i >= len(self.pre):
             return False
-        threshold = self.pre[i] - metrics.RECOVERY_TOLERANCE
         low, at = self._low(i)
-        return low >= threshold or any(v >= threshold for m, v in self.points[i].items() if m > at)
+        return low >= self.pre[i] - metrics.RECOVERY_TOLERANCE or self.last_back.get(i, -1) > at
 
     def _bisect(self) -> None:
         """One round of bisection: look at the middle of every interval that may hold a new minimum
