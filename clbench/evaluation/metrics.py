@@ -405,7 +405,8 @@ UNEVALUATED = {
     "gap_iters_to_recover": "skipped: the first evaluated iteration back in the band (refine looks back at the "
                             "exact crossing)",
     "gap_unrecovered": "skipped, as iterations to recover",
-    "gap_noise": "skipped: refine evaluates each transition's middle and looks for the minimum after it",
+    "gap_noise": "skipped: the last evaluation at or before the transition's middle, the lowest after it (refine "
+                 "evaluates the middle and looks for that minimum)",
     "drop_kept": "not used: the end of the transition is always evaluated (which pairs count: as iterations to "
                  "recover)",
     "dip_depth": "skipped, as min-ACC",
