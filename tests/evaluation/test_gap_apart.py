@@ -70,7 +70,7 @@ def test_the_refine_schedule_measures_the_noise_floor_as_every_iteration_does():
     t = np.arange(1, LENGTH + 1)
     dip = np.where(t <= 10, 0.9 - 0.05 * t, np.minimum(0.9, 0.4 + 0.02 * (t - 10)))
     log, curves, segments = log_of(dip + np.round(rng.normal(0, 0.01, LENGTH), 3))
-    refined = replay(RefineSchedule(task_sizes=[1000, 1000]), np.round(curves, 4), segments)
+    refined = replay(RefineSchedule(task_sizes=[1000, 1000], short_segment=0), np.round(curves, 4), segments)
     every, sparse = metrics.summarize(log), metrics.summarize(refined.log)
     assert 150 in set(refined.log[refined.log.task == 0].iteration)  # the pseudo-switch is evaluated
     assert abs(sparse["gap_noise"] - every["gap_noise"]) <= 0.005 and refined.share < 0.9

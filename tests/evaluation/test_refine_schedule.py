@@ -54,7 +54,7 @@ def test_a_minimum_between_coarse_points_is_found_at_its_exact_iteration():
     second = second - 0.48 * np.exp(-((t - 37) ** 2) / 18.0)
     second[36] = 0.40
     curves = two_tasks(second)
-    every, refined, r = exact(curves, segments(), RefineSchedule(task_sizes=[1000, 1000]))
+    every, refined, r = exact(curves, segments(), RefineSchedule(task_sizes=[1000, 1000], short_segment=0))
     gap = metrics.stability_gap(r.log).iloc[0]
     assert gap["minimum"] == pytest.approx(0.40) and refined["min_acc"] == pytest.approx(0.40)
     assert 137 in set(r.log[(r.log.task == 0)].iteration)
@@ -67,7 +67,7 @@ def test_the_recovery_crossing_is_found_at_its_exact_iteration():
     t = np.arange(1, 101)
     second = np.where(t <= 10, 0.9 - 0.05 * t, 0.4 + (t - 10) * 0.01)  # down to 0.4, back by 0.01 a step
     curves = two_tasks(np.minimum(second, 0.9))
-    every, refined, r = exact(curves, segments(), RefineSchedule(task_sizes=[1000, 1000]))
+    every, refined, r = exact(curves, segments(), RefineSchedule(task_sizes=[1000, 1000], short_segment=0))
     assert every["gap_iters_to_recover"] == 59  # back within 0.01 of 0.9 at 0.89: iteration 59 of task 1
     assert refined["gap_iters_to_recover"] == 59 and refined["gap_depth"] == pytest.approx(every["gap_depth"])
 
@@ -77,10 +77,22 @@ def test_a_drop_across_the_switch_is_measured_from_the_segment_s_last_window():
     # 0.7 when task 1 starts: WF10's drop is 0.95 -> 0.7, from a point only the ring still holds
     curves = two_tasks(np.full(100, 0.7))
     curves[93, 0] = 0.95
-    every, refined, r = exact(curves, segments(), RefineSchedule(task_sizes=[1000, 1000]))
+    every, refined, r = exact(curves, segments(), RefineSchedule(task_sizes=[1000, 1000], short_segment=0))
     assert every["wf10"] == pytest.approx((0.25 + 0.0) / 2)
     assert 93 in set(r.log[r.log.task == 0].iteration)
     assert refined["wf10"] == pytest.approx(every["wf10"])
+
+
+def test_short_segments_are_evaluated_at_every_iteration():
+    """Tasks of at most ``SHORT_SEGMENT`` updates hold a needed point at nearly every iteration, and a
+    look costs more than its share of a full evaluation: the default evaluates them all."""
+    t = np.arange(1, 101)
+    curves = two_tasks(np.where(t <= 10, 0.9 - 0.05 * t, 0.5 + 0.004 * t))
+    every = replay(Schedule(1), curves, segments())
+    r = replay(RefineSchedule(task_sizes=[1000, 1000]), curves, segments())
+    assert r.share == pytest.approx(every.share) and r.log.equals(every.log)
+    assert RefineSchedule.SHORT_SEGMENT == 100 and replay(RefineSchedule(task_sizes=[1000, 1000], short_segment=0),
+                                                         curves, segments()).share < 0.7
 
 
 def ar_noise(rng, n: int, sd: float = 0.01, phi: float = 0.75) -> np.ndarray:
@@ -107,7 +119,7 @@ def test_noise_alone_does_not_keep_the_schedule_dense():
 def test_a_task_at_zero_costs_no_looks_for_its_minimum():
     # finetuning in class-IL: task 0 at exactly 0 for all of task 1
     curves = two_tasks(np.zeros(100))
-    r = replay(RefineSchedule(task_sizes=[1000, 1000]), curves, segments())
+    r = replay(RefineSchedule(task_sizes=[1000, 1000], short_segment=0), curves, segments())
     looked = r.log[(r.log.task == 0) & (r.log.iteration > 100)].iteration
     # the drop across the switch (the first 16-18 updates), the coarse grid with the pseudo-switch
     # in the middle and the last window before the end, nothing else
