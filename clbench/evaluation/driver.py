@@ -24,7 +24,7 @@ class Evaluations:
 
     def updated(self, n: int) -> None:
         """After update ``n``: keep its prediction tensors if the schedule may look back at them."""
-        if self.ring is not None:
+        if self.ring is not None and self.schedule.keeps():
             t0 = time.perf_counter()
             self.ring.keep(n)
             self.seconds += time.perf_counter() - t0

@@ -67,6 +67,10 @@ class Schedule:
         which tasks; None when there is none. The loop asks until None."""
         return None
 
+    def keeps(self) -> bool:
+        """Whether the loop must keep the current update's prediction tensors for a look back."""
+        return self.depth > 0
+
     def observe_look(self, n: int, tasks: list[int], accuracy) -> None:
         """The accuracies of a look back at ``n`` for ``tasks`` (host values)."""
 
@@ -348,6 +352,10 @@ class RefineSchedule(Schedule):
         k = n - (self.start or 0)
         return EVALUATE if (self.every_iteration or self.short or k in self.EARLY or k % self.period == 0
                             or n == self.mid) else None
+
+    def keeps(self) -> bool:
+        """No snapshots in a segment evaluated at every iteration: it never looks back."""
+        return self.depth > 0 and not (self.short or self.every_iteration)
 
     # ---------------------------------------------------------------- what was seen
     def _pace(self, task: int) -> float:
