@@ -362,8 +362,9 @@ METRIC_DESCRIPTIONS = {
     "bwt": "backward transfer, divided by T-1 (GEM's code divides by T)",
     "fwt": "forward transfer vs the accuracy at initialisation",
     "forgetting": "mean drop from each old task's best end-of-task accuracy (Chaudhry et al. 2018)",
-    "min_acc": "mean over old tasks of the lowest accuracy after their training (De Lange et al. 2023)",
-    "wc_acc": "worst-case accuracy: A_k/k + (1-1/k) min-ACC (De Lange et al. 2023)",
+    "min_acc": "mean over old tasks of the lowest accuracy after their training (De Lange et al. 2023); a minimum "
+               "over noisy evaluations: read it against gap_noise, how far a noise-only minimum falls",
+    "wc_acc": "worst-case accuracy: A_k/k + (1-1/k) min-ACC (De Lange et al. 2023); noise: as min-ACC",
     "wf10": "windowed forgetting: largest drop within 10 iterations (unevaluated iterations skipped)",
     "wf100": "windowed forgetting, window 100 iterations",
     "wp10": "windowed plasticity, window 10 iterations", "wp100": "windowed plasticity, window 100 iterations",
