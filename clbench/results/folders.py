@@ -96,16 +96,16 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
     rows = []
     for d in run_folders(roots):
         s = read_summary(d)
+        record = read_result(d / "config.json", io.read_json)
         if recompute:
-            s.update(read_result(d / "curves.csv", lambda p: metrics.summarize(read_curves(p))))
+            log = read_result(d / "curves.csv", lambda p: metrics.as_log(read_curves(p)))  # pivoted once
+            s.update(metrics.summarize(log))
             train = read_result(d / "train.csv", pd.read_csv)
-            sc = read_result(d / "config.json", io.read_json).get("scenario", {})
+            sc = record.get("scenario", {})
             chance = metrics.chance_levels(sc.get("setting", ""), sc.get("n_classes", 0), sc.get("task_classes", []))
-            at, why = metrics.divergence(train["loss"].to_numpy(dtype=float), train["task"].to_numpy(),
-                                         read_result(d / "curves.csv", read_curves), chance)
+            at, why = metrics.divergence(train["loss"].to_numpy(dtype=float), train["task"].to_numpy(), log, chance)
             s.update(diverged_at=at, divergence=why)
         s["params"] = json.dumps(s.get("params") or {}, sort_keys=True)
-        record = read_result(d / "config.json", io.read_json)
         run = record.get("run", {})
         s["settings"] = json.dumps({k: v for k, v in run.items() if k not in NOT_SETTINGS}, sort_keys=True, default=str)
         defaults = record.get("scenario", {}).get("train", {})

@@ -12,9 +12,7 @@ from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, DECIMALS, LABEL
 
 
 def _cost_cell(mean: float, metric: str) -> str:
-    """A cost's mean; "unknown" where it was not measured (never a 0 that reads "free")."""
-    if np.isnan(mean):
-        return "unknown"
+    """A measured cost's mean (``_cell`` says "unknown" where it was not: never a 0 that reads "free")."""
     if metric == "train_flops":
         return f"{mean / 1e9:,.1f}"
     if metric == "memory_bytes":
@@ -27,19 +25,19 @@ def _cost_cell(mean: float, metric: str) -> str:
 def _cell(mean: float, ci: float, metric: str, n: int | None = None, runs: int | None = None) -> str:
     """``mean ± CI`` in the column's one format; ``†`` where the interval leaves the metric's range;
     ``(k/N runs)`` where only k of the row's N runs measured it; ``n/a`` where none did."""
+    if np.isnan(mean):
+        return "unknown" if metric in COST and metric != "wall_seconds" else "n/a"
     if metric in COST and metric != "wall_seconds":
         text = _cost_cell(mean, metric)
-        return text + (f" ({n}/{runs} runs)" if n is not None and runs is not None and 0 < n < runs else "")
-    if np.isnan(mean):
-        return "n/a"
-    scale = 100.0 if metric in ACCURACY_LIKE else 1.0
-    decimals = DECIMALS.get(metric, 1 if metric in ACCURACY_LIKE else 3)
-    text = f"{mean * scale:.{decimals}f}"
-    if not np.isnan(ci):
-        text += f" ± {ci * scale:.{decimals}f}"
-        lo, hi = RANGE.get(metric, (-np.inf, np.inf))
-        if mean - ci < lo - 1e-12 or mean + ci > hi + 1e-12:
-            text += " †"
+    else:
+        scale = 100.0 if metric in ACCURACY_LIKE else 1.0
+        decimals = DECIMALS.get(metric, 1 if metric in ACCURACY_LIKE else 3)
+        text = f"{mean * scale:.{decimals}f}"
+        if not np.isnan(ci):
+            text += f" ± {ci * scale:.{decimals}f}"
+            lo, hi = RANGE.get(metric, (-np.inf, np.inf))
+            if mean - ci < lo - 1e-12 or mean + ci > hi + 1e-12:
+                text += " †"
     if n is not None and runs is not None and n < runs:
         text += f" ({n}/{runs} runs)"
     return text

@@ -14,10 +14,9 @@ import torch
 from clbench import scenarios
 from clbench.common.errors import InputError
 from clbench.evaluation.cost import CostMeter
-from clbench.evaluation.held import held_by
 from clbench.interop.avalanche import ContinualEvaluationPlugin, capacity, make_strategy, to_avalanche
 from clbench.run.parts import build_model_and_optimizer
-from clbench.run.record import Trained, run_cost, scenario_data
+from clbench.run.record import Trained, run_cost
 from clbench.run.resolve import ResolvedRun
 
 
@@ -64,9 +63,7 @@ def train_avalanche(run: ResolvedRun, scenario: scenarios.Scenario, device: torc
             strategy.train(exp, num_workers=0)
     losses = plugin.losses.rows()[:, 0].numpy()
     held_capacity = capacity(name, params, len(scenario.tasks))
-    held = held_by(strategy, model=model, optimizer=optimizer, data=scenario_data(scenario),
-                   input_shape=scenario.input_shape, skip=(plugin,))
-    cost = run_cost(meter, held, model, config.strategy)
+    cost = run_cost(meter, scenario, strategy, model, optimizer, config.strategy, skip=(plugin,))
     return Trained(plugin.evaluator, losses, np.array(plugin.tasks), np.array(plugin.iter_seconds),
                    plugin.eval_seconds, {"name": config.strategy, "library": "avalanche-lib 0.6.0",
                                          "setting": scenario.setting, **params,

@@ -11,9 +11,8 @@ import torch
 from clbench import scenarios
 from clbench.evaluation.cost import CostMeter
 from clbench.evaluation.driver import Evaluations
-from clbench.evaluation.held import held_by
 from clbench.run.parts import build_model_and_optimizer, make_evaluator, scenario_seed, schedule_for
-from clbench.run.record import Trained, run_cost, scenario_data
+from clbench.run.record import Trained, run_cost
 from clbench.run.resolve import ResolvedRun
 from clbench.scenarios.orderings import make_stream
 
@@ -67,9 +66,8 @@ def train_clbench(run: ResolvedRun, scenario: scenarios.Scenario, device: torch.
             else:
                 evaluations.between(it + 1, seen, seg.task)
     loss_values = losses.cpu().numpy()
-    held = held_by(strategy, model=strategy.model, optimizer=optimizer, data=scenario_data(scenario),
-                   input_shape=scenario.input_shape, own_samples=strategy.memory_samples())
     return Trained(evaluator, loss_values, stream.task_of_iteration.numpy(), train_seconds, evaluations.seconds,
                    strategy.config(), {**stream.meta, "iterations_total": n_total},
-                   run_cost(meter, held, strategy.model, config.strategy + strategy.label_suffix()),
+                   run_cost(meter, scenario, strategy, strategy.model, optimizer,
+                            config.strategy + strategy.label_suffix(), own_samples=strategy.memory_samples()),
                    schedule.config())

@@ -18,7 +18,7 @@ from clbench.common.provenance import provenance
 from clbench.evaluation import metrics
 from clbench.evaluation.cost import CostMeter, trainable_parameters
 from clbench.evaluation.evaluator import Evaluator
-from clbench.evaluation.held import Held, as_summary
+from clbench.evaluation.held import as_summary, held_by
 from clbench.run.resolve import ResolvedRun
 
 
@@ -47,17 +47,18 @@ class Trained:
                              "seconds": np.cumsum(self.train_seconds)})
 
 
-def run_cost(meter: CostMeter, held: Held, model, label: str) -> dict:
-    """The cost fields of a run's summary (and the strategy's leaderboard label): memory as the
-    runner measured it (``clbench.evaluation.held``; None where it could not)."""
+def run_cost(meter: CostMeter, scenario: scenarios.Scenario, strategy, model, optimizer, label: str, *,
+             skip: tuple = (), own_samples: int | None = None) -> dict:
+    """The cost fields of a run's summary (and the strategy's leaderboard label), both training
+    loops alike: memory as the runner measures it at the end (``clbench.evaluation.held``, beyond
+    ``model``, ``optimizer`` and the scenario's data; None where it cannot), ``skip`` the loop's own
+    objects the strategy references, ``own_samples`` the strategy's count of its samples."""
+    data = [t for task in scenario.tasks for split in (task.train, task.test, task.val) if split is not None
+            for t in (split.x, split.y)]
+    held = held_by(strategy, model=model, optimizer=optimizer, data=data, input_shape=scenario.input_shape,
+                   skip=skip, own_samples=own_samples)
     return {"train_flops": meter.train_flops(), **as_summary(held),
             "trainable_params": trainable_parameters(model), "label": label, "flop_counting": meter.record()}
-
-
-def scenario_data(scenario: scenarios.Scenario) -> list[torch.Tensor]:
-    """Every tensor of the scenario's data: what every strategy has, not a memory it keeps."""
-    return [t for task in scenario.tasks for split in (task.train, task.test, task.val) if split is not None
-            for t in (split.x, split.y)]
 
 
 def summarize(run: ResolvedRun, scenario: scenarios.Scenario, trained: Trained, log: pd.DataFrame,
