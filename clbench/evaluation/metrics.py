@@ -198,6 +198,32 @@ def windowed_plasticity(log: pd.DataFrame, w: int = 10) -> float:
     return _task_mean([_windowed(*as_log(log).curve_points(i), w, rise=True) for i in range(as_log(log).p + 1)])
 
 
+def windowed_noise(log: pd.DataFrame, w: int = 10) -> float:
+    """WF^w's noise floor: the same largest drop within ``w`` iterations, taken only across the
+    pseudo-switch of each phase (``pseudo_switch``, where no task changes) rather than over the
+    whole curve: per task, the largest ``A(p) - A(q)`` with ``p <= middle < q``, ``q - p < w``,
+    over the phases in which the task is evaluated, averaged over tasks as WF^w is. A switch that
+    does nothing leaves WF^w at about this; a WF^w below twice it is within the evaluation's own
+    jitter (``noise_verdict``). NaN where no such pair was evaluated (as WF^w)."""
+    L = as_log(log)
+    per_task = []
+    for i in range(L.p + 1):
+        its, v = L.curve_points(i)
+        best = float("nan")
+        for t in range(i, L.p + 1):
+            rows = np.flatnonzero(L.phase == t)
+            if not len(rows):
+                continue
+            mid = pseudo_switch(L.phase_start(t), int(L.iteration[rows[-1]]))
+            before = np.flatnonzero((its <= mid) & (its > mid + 1 - w))  # a pair (p, q) across it fits in w
+            for p in before:
+                after = v[(its > mid) & (its < its[p] + w)]
+                if len(after):
+                    best = max(0.0 if math.isnan(best) else best, float(v[p] - after.min()))
+        per_task.append(best)
+    return _task_mean(per_task)
+
+
 def _task_mean(per_task: list[float]) -> float:
     """WF/WP over tasks: NaN when no task's curve has a window holding two evaluations (the
     schedule evaluated too sparsely to measure it); otherwise a task without one shows no change."""
@@ -308,16 +334,17 @@ def pseudo_switch(start: int, stop: int) -> int:
     return start + (stop - start) // 2
 
 
-#: a gap at least this many times its noise floor is called "above noise"
-GAP_SIGNAL = 2.0
+#: a gap (or WF) at least this many times its noise floor is called "above noise"
+NOISE_SIGNAL = 2.0
 
 
-def gap_verdict(depth: float, noise: float) -> str:
-    """``above noise`` when the gap's depth is at least ``GAP_SIGNAL`` times the same statistic at
-    pseudo-switches (the evaluation's jitter), ``within noise`` otherwise, ``n/a`` without either."""
-    if math.isnan(depth) or math.isnan(noise):
+def noise_verdict(value: float, noise: float) -> str:
+    """``above noise`` when a stability statistic (the gap's depth, WF10) is at least
+    ``NOISE_SIGNAL`` times the same statistic at pseudo-switches (the evaluation's jitter),
+    ``within noise`` otherwise, ``n/a`` without either."""
+    if math.isnan(value) or math.isnan(noise):
         return "n/a"
-    return "above noise" if depth >= GAP_SIGNAL * max(noise, 0.0) and depth > 0 else "within noise"
+    return "above noise" if value >= NOISE_SIGNAL * max(noise, 0.0) and value > 0 else "within noise"
 
 
 def summarize(log: pd.DataFrame) -> dict[str, float]:
@@ -343,7 +370,8 @@ def summarize(log: pd.DataFrame) -> dict[str, float]:
     return {
         "acc": acc(log), "bwt": bwt(log), "fwt": fwt(log), "forgetting": forgetting(log),
         "min_acc": min_acc(log), "wc_acc": wc_acc(log),
-        "wf10": windowed_forgetting(log, 10), "wf100": windowed_forgetting(log, 100),
+        "wf10": windowed_forgetting(log, 10), "wf10_noise": windowed_noise(log, 10),
+        "wf100": windowed_forgetting(log, 100),
         "wp10": windowed_plasticity(log, 10), "wp100": windowed_plasticity(log, 100),
         "lca10": lca(log, 10), "aaa": aaa(log),
         "dip_depth": _mean(gap["depth"].tolist()),
@@ -366,6 +394,8 @@ METRIC_DESCRIPTIONS = {
                "over noisy evaluations: read it against gap_noise, how far a noise-only minimum falls",
     "wc_acc": "worst-case accuracy: A_k/k + (1-1/k) min-ACC (De Lange et al. 2023); noise: as min-ACC",
     "wf10": "windowed forgetting: largest drop within 10 iterations (unevaluated iterations skipped)",
+    "wf10_noise": "WF10's noise floor: the largest drop within 10 iterations across the middle of each phase, "
+                  "where no task changes (averaged over tasks as WF10); a WF10 below twice it is within noise",
     "wf100": "windowed forgetting, window 100 iterations",
     "wp10": "windowed plasticity, window 10 iterations", "wp100": "windowed plasticity, window 100 iterations",
     "lca10": "learning-curve area over the first 10 iterations of each task (Chaudhry et al. 2019)",
@@ -397,6 +427,7 @@ UNEVALUATED = {
     "wc_acc": "skipped, as min-ACC",
     "wf10": "skipped: a window with fewer than two evaluations shows no drop; n/a when no task has a window of "
             "two (evaluated every 10 iterations or more sparsely)",
+    "wf10_noise": "skipped, as WF10 (refine evaluates every iteration within 10 of each segment's middle)",
     "wf100": "skipped, as WF10", "wp10": "skipped, as WF10", "wp100": "skipped, as WF10",
     "lca10": "skipped: averages the evaluations of each task's first 10 iterations (refine evaluates them all)",
     "aaa": "SCHEDULE-DEPENDENT: each evaluation of every seen task stands for the iterations since the previous "

@@ -260,8 +260,9 @@ class RefineSchedule(Schedule):
       largest change seen so far less the margin;
     - the first ``window`` updates of the task in training (LCA) and the last ``window`` of every
       segment (a drop across a switch starts before it);
-    - the gap's noise floor: the segment's middle (``metrics.pseudo_switch``) is a coarse point,
-      and after it the minimum bisection also looks for the lowest point since then of each old
+    - the noise floors: every iteration within ``window`` of the segment's middle
+      (``metrics.pseudo_switch``) is a coarse point (WF's floor, ``metrics.windowed_noise``), and
+      after it the minimum bisection also looks for the lowest point since then of each old
       task that counts in the gap so far (not dipped, or dipped and back).
 
     The noise margin keeps noise alone from keeping the schedule dense (a fixed subset's accuracy
@@ -351,7 +352,7 @@ class RefineSchedule(Schedule):
     def at(self, n: int) -> Action:
         k = n - (self.start or 0)
         return EVALUATE if (self.every_iteration or self.short or k in self.EARLY or k % self.period == 0
-                            or n == self.mid) else None
+                            or (self.mid is not None and abs(n - self.mid) < self.window)) else None
 
     def keeps(self) -> bool:
         """No snapshots in a segment evaluated at every iteration: it never looks back."""

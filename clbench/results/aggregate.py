@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from clbench.common.errors import InputError
-from clbench.evaluation.metrics import gap_verdict
+from clbench.evaluation.metrics import noise_verdict
 from clbench.results.columns import ALPHA, METRICS, SPREAD_METRICS
 
 
@@ -51,6 +51,7 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
             row[f"{m}_ci95"] = ci95(v)
             row[f"{m}_n"] = len(v)  # the runs that measured it (a survivors' mean says so)
         row["gap_verdict"] = gap_row_verdict(row)
+        row["wf10_verdict"] = noise_verdict(row["wf10_mean"], row["wf10_noise_mean"])
         out.append(row)
     n_failed = failed.groupby(["scenario", "strategy"]).size().to_dict() if len(failed) else {}
     for scenario, strategy in n_failed:  # strategies none of whose runs finished
@@ -60,7 +61,7 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
                         "seeds": "", "n_diverged": 0, "label": strategy, "uses_memory": False,
                         "memory_budget": None, "budget_overridden": "",
                         **{f"{m}_{s}": float("nan") for m in METRICS for s in ("mean", "std", "ci95")},
-                        **{f"{m}_n": 0 for m in METRICS}, "gap_verdict": "n/a"})
+                        **{f"{m}_n": 0 for m in METRICS}, "gap_verdict": "n/a", "wf10_verdict": "n/a"})
     lb = _distinguish(pd.DataFrame(out))
     lb["n_failed"] = [n_failed.get((r.scenario, r.strategy), 0) for r in lb.itertuples()]
     if "ordering_seed" in runs and runs["ordering_seed"].notna().any():
@@ -74,12 +75,12 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
 
 
 def gap_row_verdict(row: dict) -> str:
-    """A row's stability gap against its noise floor (means over seeds, ``metrics.gap_verdict``);
+    """A row's stability gap against its noise floor (means over seeds, ``metrics.noise_verdict``);
     a row whose dips never came back has forgetting, not a gap, and says so."""
     depth, noise = row.get("gap_depth_mean", np.nan), row.get("gap_noise_mean", np.nan)
     if np.isnan(depth) and row.get("gap_unrecovered_mean", 0) > 0:
         return "no gap: dips never came back (forgetting)"
-    return gap_verdict(depth, noise)
+    return noise_verdict(depth, noise)
 
 
 def orderings_per_row(runs: pd.DataFrame) -> pd.Series:

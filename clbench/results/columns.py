@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from clbench.run.settings import per_strategy_settings
 
-METRICS = ["acc", "acc_test_se", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
-           "gap_noise", "gap_iters_to_recover", "gap_unrecovered", "drop_kept", "dip_depth", "wall_seconds",
-           "train_iters_per_second",
+METRICS = ["acc", "acc_test_se", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf10_noise", "wf100", "aaa",
+           "gap_depth", "gap_noise", "gap_iters_to_recover", "gap_unrecovered", "drop_kept", "dip_depth",
+           "wall_seconds", "train_iters_per_second",
            "train_flops", "memory_samples", "memory_bytes", "trainable_params", "memory_capacity", "iterations"]
 #: cost columns (Harun et al. 2023): shown beside accuracy, mean over seeds
 COST = ["train_flops", "memory_samples", "memory_bytes", "trainable_params", "wall_seconds"]
@@ -15,7 +15,7 @@ COST = ["train_flops", "memory_samples", "memory_bytes", "trainable_params", "wa
 DECIMALS = {"gap_iters_to_recover": 1, "wall_seconds": 1, "train_iters_per_second": 1, "iterations": 0}
 #: the range a metric's value cannot leave (as a fraction for accuracy-like ones): a confidence
 #: interval reaching beyond it is marked, not shown as if it were possible
-RANGE = {**{m: (0.0, 1.0) for m in ["acc", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_unrecovered",
+RANGE = {**{m: (0.0, 1.0) for m in ["acc", "min_acc", "wc_acc", "wf10", "wf10_noise", "wf100", "aaa", "gap_unrecovered",
                                      "acc_test_se"]},
          "bwt": (-1.0, 1.0), "fwt": (-1.0, 1.0), "forgetting": (-1.0, 1.0), "gap_depth": (-1.0, 1.0),
          "gap_noise": (-1.0, 1.0), "drop_kept": (-1.0, 1.0), "dip_depth": (-1.0, 1.0),
@@ -26,17 +26,19 @@ BETTER = {"acc": "↑", "bwt": "↑", "fwt": "↑", "forgetting": "↓", "min_ac
           "gap_unrecovered": "↓",
           "train_flops": "↓", "memory_samples": "↓", "memory_bytes": "↓", "trainable_params": "↓",
           "wall_seconds": "↓"}
+#: a noise floor's column is followed by its statistic's verdict against it (leaderboard column, header)
+VERDICTS = {"gap_noise": ("gap_verdict", "gap vs noise"), "wf10_noise": ("wf10_verdict", "WF10 vs noise")}
 #: a paired difference from the reference row below this p-value is called significant
 ALPHA = 0.05
 #: metrics whose spread across orderings the leaderboard reports (``--orderings K``)
 SPREAD_METRICS = ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "gap_depth"]
 #: shown as percentages for people (fractions in the CSV)
 ACCURACY_LIKE = {"acc", "acc_test_se",
-                 "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf100", "aaa", "gap_depth",
+                 "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "wf10", "wf10_noise", "wf100", "aaa", "gap_depth",
                  "gap_unrecovered", "gap_noise", "drop_kept", "dip_depth"}
 LABELS = {"acc": "ACC", "acc_test_se": "ACC test-set SE",
           "bwt": "BWT", "fwt": "FWT", "forgetting": "FORG", "min_acc": "min-ACC", "wc_acc": "WC-ACC",
-          "wf10": "WF10", "wf100": "WF100", "aaa": "AAA", "gap_depth": "gap depth",
+          "wf10": "WF10", "wf10_noise": "WF10 noise floor", "wf100": "WF100", "aaa": "AAA", "gap_depth": "gap depth",
           "gap_noise": "gap noise floor", "gap_iters_to_recover": "iters to recover",
           "gap_unrecovered": "% dips unrecovered", "drop_kept": "unrecovered drop", "dip_depth": "dip depth",
           "wall_seconds": "s/run",

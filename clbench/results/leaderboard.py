@@ -77,7 +77,9 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, all
             "came back are forgetting: their share (% dips unrecovered) and what they still cost at the transition's "
             "end (unrecovered drop). Gap noise floor: the same pre-minus-minimum statistic at a pseudo-switch in the "
             "middle of each transition, where nothing changes; gap vs noise says \"above noise\" when the gap is at "
-            "least twice it; min-ACC and WC-ACC, minima too, are pulled down by about the same floor. Cost beside "
+            "least twice it; min-ACC and WC-ACC, minima too, are pulled down by about the same floor. WF10 noise "
+            "floor: the largest drop within 10 iterations across those middles; WF10 vs noise as for the gap. "
+            "Cost beside "
             "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted with torch.utils.flop_counter's formulas on "
             "sampled steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, "
             "MB), trainable parameters, wall seconds per run.\n\n")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, DECIMALS, LABELS, RANGE
+from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, DECIMALS, LABELS, RANGE, VERDICTS
 
 
 def _cost_cell(mean: float, metric: str) -> str:
@@ -46,11 +46,11 @@ def _cell(mean: float, ci: float, metric: str, n: int | None = None, runs: int |
 def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """The leaderboard for people: accuracies in percent with one decimal, mean ± the 95% confidence
     interval over seeds in every column but the cost ones (their mean), the count of runs behind a
-    cell where it is below the row's, the gap's verdict against its noise floor, ↑/↓ for which way is better, the
-    setting and parameters of each row, the ACC test-set SE and the paired test against the
+    cell where it is below the row's, the gap's and WF10's verdicts against their noise floors, ↑/↓
+    for which way is better, the setting and parameters of each row, the ACC test-set SE and the paired test against the
     reference row."""
-    metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "gap_noise",
-                          "gap_iters_to_recover", "gap_unrecovered", "drop_kept", *COST]
+    metrics = metrics or ["acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "wf10_noise", "gap_depth",
+                          "gap_noise", "gap_iters_to_recover", "gap_unrecovered", "drop_kept", *COST]
     t = lb[["scenario", "strategy"]].copy()
     if "label" in lb:
         t["strategy"] = lb["label"].fillna(lb["strategy"])
@@ -63,8 +63,8 @@ def people_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
         counts = lb[f"{m}_n"] if f"{m}_n" in lb else pd.Series([None] * len(lb), index=lb.index)
         runs = lb["n_runs"] if "n_runs" in lb else pd.Series([None] * len(lb), index=lb.index)
         t[_header(m)] = [_cell(a, b, m, k, r) for a, b, k, r in zip(lb[f"{m}_mean"], spread, counts, runs)]
-        if m == "gap_noise" and "gap_verdict" in lb:
-            t["gap vs noise"] = lb["gap_verdict"]
+        if m in VERDICTS and VERDICTS[m][0] in lb:
+            t[VERDICTS[m][1]] = lb[VERDICTS[m][0]]
         if m == "acc":
             if "acc_test_se_mean" in lb:
                 t["ACC test-set SE"] = [_cell(v, float("nan"), "acc_test_se") for v in lb["acc_test_se_mean"]]

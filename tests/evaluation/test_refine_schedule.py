@@ -60,7 +60,9 @@ def test_a_minimum_between_coarse_points_is_found_at_its_exact_iteration():
     assert 137 in set(r.log[(r.log.task == 0)].iteration)
     for m in EXACT:
         assert refined[m] == pytest.approx(every[m], nan_ok=True), m
-    assert r.share < 0.6  # far from every iteration, even on so short a stream
+    # far from every iteration, even on so short a stream (0.14 of it the 19 iterations around each
+    # segment's middle that the noise floors need)
+    assert r.share < 0.7
 
 
 def test_the_recovery_crossing_is_found_at_its_exact_iteration():
@@ -110,7 +112,7 @@ def test_noise_alone_does_not_keep_the_schedule_dense():
     curves = two_tasks(0.85 + ar_noise(rng, length), first_end=0.85, length=length)
     curves[20:length + 1, 0] = np.round(0.85 + ar_noise(rng, length - 19), 3)
     r = replay(RefineSchedule(task_sizes=[1000, 1000]), curves, segments(length))
-    assert r.share < 0.35, r.share
+    assert r.share < 0.42, r.share  # 0.045 of it the 19 iterations around each segment's middle
     every = replay(Schedule(1), curves, segments(length))
     dense, refined = metrics.summarize(every.log), metrics.summarize(r.log)
     assert abs(refined["min_acc"] - dense["min_acc"]) <= 0.005  # the noise's lowest point, near enough
@@ -121,9 +123,9 @@ def test_a_task_at_zero_costs_no_looks_for_its_minimum():
     curves = two_tasks(np.zeros(100))
     r = replay(RefineSchedule(task_sizes=[1000, 1000], short_segment=0), curves, segments())
     looked = r.log[(r.log.task == 0) & (r.log.iteration > 100)].iteration
-    # the drop across the switch (the first 16-18 updates), the coarse grid with the pseudo-switch
-    # in the middle and the last window before the end, nothing else
-    assert len(looked) <= 18 + 100 // 16 + 1 + 10
+    # the drop across the switch (the first 16-18 updates), the coarse grid, the 19 iterations
+    # around the pseudo-switch in the middle and the last window before the end, nothing else
+    assert len(looked) <= 18 + 100 // 16 + 19 + 10
 
 
 def test_replay_reads_back_the_log_it_was_given():

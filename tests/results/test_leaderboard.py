@@ -148,8 +148,11 @@ def test_every_cell_says_what_its_header_says_on_hand_made_runs():
         {"strategy": "a", "seed": 2, "acc": 0.70, "gap_iters_to_recover": nan, "wf10": nan, "gap_depth": 0.34,
          "gap_noise": 0.04, "gap_unrecovered": 1.0, "wall_seconds": 11.0},
         # b: 0.004 below a on every seed... but on two seeds identically (no spread to test against)
-        {"strategy": "b", "seed": 0, "acc": 0.496, "gap_depth": nan, "gap_noise": 0.02, "gap_unrecovered": 1.0},
-        {"strategy": "b", "seed": 1, "acc": 0.596, "gap_depth": nan, "gap_noise": 0.02, "gap_unrecovered": 1.0},
+        # b's WF10 is twice its floor on average: above noise (a's cannot be measured: n/a)
+        {"strategy": "b", "seed": 0, "acc": 0.496, "gap_depth": nan, "gap_noise": 0.02, "gap_unrecovered": 1.0,
+         "wf10": 0.05, "wf10_noise": 0.02},
+        {"strategy": "b", "seed": 1, "acc": 0.596, "gap_depth": nan, "gap_noise": 0.02, "gap_unrecovered": 1.0,
+         "wf10": 0.03, "wf10_noise": 0.02},
     ])
     from clbench.results.aggregate import leaderboard
 
@@ -166,5 +169,7 @@ def test_every_cell_says_what_its_header_says_on_hand_made_runs():
     # the gap against its floor; a row whose dips never came back has forgetting, not a small gap
     assert table.loc["a", "gap vs noise"] == "above noise"
     assert table.loc["b", "gap depth ↓"] == "n/a" and table.loc["b", "gap vs noise"].startswith("no gap")
+    assert table.loc["b", "WF10 vs noise"] == "above noise" and table.loc["a", "WF10 vs noise"] == "n/a"
+    assert table.loc["b", "WF10 noise floor"] == "2.0 ± 0.0"
     # identical paired differences: the t-test is undefined, not "worse (p=0)"
     assert lb.loc["b", "acc_vs_reference"] == "n/a" and np.isnan(lb.loc["b", "acc_p_vs_reference"])
