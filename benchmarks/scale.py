@@ -47,7 +47,7 @@ CONFIGS: dict[str, dict] = {
 SCHEDULES = {"every": {"eval_schedule": "periodic", "eval_every": 1}, "default": {}}
 STRATEGIES = ["finetune", "er", "ewc", "gem", "joint"]
 METRICS = [("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"), ("gap_depth", "gap"), ("gap_noise", "noise"),
-           ("wf10", "WF10"), ("gap_iters_to_recover", "recover")]
+           ("wf10", "WF10"), ("wf10_noise", "WFnoise"), ("gap_iters_to_recover", "recover")]
 TOLERANCE = {"gap_iters_to_recover": 2.0}
 
 
