@@ -58,13 +58,51 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
         path.write_bytes(data)
 
 
+#: the only callables a CIFAR python pickle refers to: numpy's array reconstruction (a pickle names
+#: ``numpy.core`` when written by numpy 1 and Python 2, as the official files were, ``numpy._core``
+#: by numpy 2; at protocol 5, ``_frombuffer``) and, in one re-pickled by Python 3 at protocol 2,
+#: ``_codecs.encode`` for byte strings; dicts, lists, ints and byte strings need none
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                  ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what the CIFAR format holds: a pickle is a program, and one
+    whose ``__reduce__`` names ``os.system`` would otherwise run it from a data folder."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise _Refused(f"{module}.{name}")
+        if module == "_codecs":
+            import _codecs
+
+            return _codecs.encode
+        if module == "numpy":
+            return getattr(np, name)
+        import importlib
+
+        return getattr(importlib.import_module("numpy._core." + module.rsplit(".", 1)[1]), name)
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that names a callable the CIFAR format never holds."""
+
+
 def read_cifar_pickle(path: str | Path, keys: tuple[str, ...]) -> dict:
-    """Load one CIFAR python pickle and check it holds ``keys`` (byte-string keys, as shipped)."""
+    """Load one CIFAR python pickle and check it holds ``keys`` (byte-string keys, as shipped).
+    Only numpy arrays, dicts, lists, numbers and byte strings are rebuilt (``_CifarUnpickler``):
+    nothing in the file can run code."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except _Refused as e:
+        raise InputError(f"{path} is not a CIFAR pickle: it refers to {e}, which the format never holds "
+                         "(not loaded: a pickle can run code; replace the file)") from None
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError) as e:
         raise InputError(f"cannot read {path}: {e} (truncated or not a CIFAR pickle; replace it)") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path} is not a CIFAR-100 pickle (it holds a {type(obj).__name__}, not a dict)")

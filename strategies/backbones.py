@@ -2,8 +2,11 @@
 
 ``pixels`` (flattened input), ``torchvision:<arch>`` (pretrained weights from the torch cache,
 downloaded only where a network exists), ``timm:<name>`` (when timm is installed) and
-``checkpoint:<path>`` (a saved ``nn.Module``, or a dict with ``state_dict`` and ``arch``).
-A backbone that cannot be loaded offline is one clear error naming what is missing.
+``checkpoint:<path>`` (a dict with ``state_dict`` and ``arch``, read as weights only:
+``torch.load(weights_only=True)``, so nothing in the file runs) and
+``trusted-checkpoint:<path>`` (also a whole pickled ``nn.Module``: unpickling one runs whatever
+code the file names, so only for a file you made or trust). A backbone that cannot be loaded
+offline is one clear error naming what is missing.
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def load_backbone(spec: str, image_size: int | None = None) -> FrozenBackbone:
         return _torchvision(arg, image_size or 224)
     if kind == "timm":
         return _timm(arg, image_size or 224)
-    if kind == "checkpoint":
-        return _checkpoint(arg, image_size)
-    raise InputError(f"unknown backbone {spec!r}; use pixels, torchvision:<arch>, timm:<name> or checkpoint:<path>")
+    if kind in ("checkpoint", "trusted-checkpoint"):
+        return _checkpoint(arg, image_size, trusted=kind == "trusted-checkpoint")
+    raise InputError(f"unknown backbone {spec!r}; use pixels, torchvision:<arch>, timm:<name>, checkpoint:<path> "
+                     "or trusted-checkpoint:<path>")
 
 
 def _torchvision(arch: str, image_size: int) -> FrozenBackbone:
@@ -107,14 +111,23 @@ def _timm(name: str, image_size: int) -> FrozenBackbone:
     return FrozenBackbone(net, 3, image_size, norm)
 
 
-def _checkpoint(path: str, image_size: int | None) -> FrozenBackbone:
+def _checkpoint(path: str, image_size: int | None, trusted: bool = False) -> FrozenBackbone:
+    """A saved backbone; weights only unless ``trusted`` (a full pickle runs code as it loads)."""
+    import pickle
+
     from clbench.strategies.models import build_model
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
+        obj = torch.load(p, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        if trusted:
+            raise InputError(f"cannot read checkpoint {path}: {e}") from None
+        raise InputError(f"checkpoint {path} holds more than weights (pickled objects, which run code as they "
+                         "load): save {'arch': ..., 'state_dict': ...} instead, or, for a file you trust, use "
+                         f"trusted-checkpoint:{path}") from None
     except Exception as e:  # noqa: BLE001
         raise InputError(f"cannot read checkpoint {path}: {e}") from None
     if isinstance(obj, nn.Module):

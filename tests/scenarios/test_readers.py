@@ -120,3 +120,47 @@ def test_digits_come_from_scikit_learns_file_without_importing_it():
     for c in range(10):
         n_test, n_train = int((test.y == c).sum()), int((train.y == c).sum())
         assert n_test == round(0.2 * (n_test + n_train))
+
+
+class _RunsAShellCommand:
+    """What an attacker leaves in a data folder: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path):
+    import pickle
+
+    make_cifar100(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-100-python" / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": _RunsAShellCommand(marker)}, f)
+    with pytest.raises(InputError, match="refers to posix.system, which the format never holds"):
+        load_cifar100(root=tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_pickles_of_every_numpy_and_protocol_still_load(tmp_path, protocol):
+    """The official files name numpy.core (numpy 1, Python 2); numpy 2 writes numpy._core; Python 3 at
+    protocol 2 writes byte strings through _codecs.encode: all of them are data, all load."""
+    import pickle
+
+    from clbench.scenarios.readers import read_cifar_pickle
+
+    data = np.arange(12, dtype=np.uint8).reshape(2, 6)
+    blob = pickle.dumps({b"data": data, b"fine_labels": [3, 4]}, protocol=protocol)
+    variants = [("new", blob)]
+    if protocol == 2:  # names as text lines there: numpy 1's spelling, as in the official files
+        variants.append(("old", blob.replace(b"numpy._core.", b"numpy.core.")))
+    for name, body in variants:
+        (tmp_path / name).write_bytes(body)
+        got = read_cifar_pickle(tmp_path / name, ("data", "fine_labels"))
+        np.testing.assert_array_equal(got["data"], data)
+        assert got["fine_labels"] == [3, 4]

@@ -73,8 +73,30 @@ def test_nmc_on_a_checkpoint_backbone(tmp_path):
     assert res.summary["acc"] > 0.5  # random 32-d ReLU features still separate digits well above chance (0.1)
     module_path = tmp_path / "module.pt"
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 16)), module_path)
-    nmc = NMC(backbone=f"checkpoint:{module_path}", n_classes=10)
+    nmc = NMC(backbone=f"trusted-checkpoint:{module_path}", n_classes=10)
     assert nmc.embed(torch.randn(3, 1, 8, 8)).shape == (3, 16)
+
+
+class _RunsAShellCommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_never_runs(tmp_path):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
+    torch.save({"arch": "mlp", "state_dict": _RunsAShellCommand(marker)}, path)
+    with pytest.raises(InputError, match="holds more than weights.*trusted-checkpoint:"):
+        NMC(backbone=f"checkpoint:{path}")
+    assert not marker.exists()
+    module_path = tmp_path / "module.pt"  # a whole module is a pickle too: only when trusted
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 16)), module_path)
+    with pytest.raises(InputError, match="holds more than weights"):
+        NMC(backbone=f"checkpoint:{module_path}")
 
 
 def test_bad_backbones_are_clear_errors(tmp_path):
