@@ -52,3 +52,23 @@ class KeepsTeacher(Finetune):
         import copy
 
         self.teacher = copy.deepcopy(self.model).requires_grad_(False)
+
+
+class WaitsForRelease(Finetune):
+    """Finetuning whose first update waits (up to 2 minutes) until the file ``release`` exists: a run
+    that holds its experiment folder for exactly as long as a test needs, on any machine."""
+
+    name = "waits"
+
+    @checked
+    def __init__(self, model, optimizer=None, *, release: str = "", **common):
+        super().__init__(model, optimizer, **common)
+        self.release = release
+
+    def observe(self, x, y, task_ids=None):
+        import time
+
+        deadline = time.monotonic() + 120
+        while self.release and not Path(self.release).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().observe(x, y, task_ids)

@@ -86,3 +86,11 @@ def commit_dir(staging: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+
+
+def path_segment(text: str) -> str:
+    """``text`` as one folder name that stays inside its parent whatever it holds: a parameter
+    value such as ``checkpoint:../../x`` never becomes a path (``/``, ``\\``, ``%`` and NUL are
+    %-escaped, and a leading ``.`` so that ``..`` and hidden names cannot arise)."""
+    out = "".join(f"%{ord(c):02X}" if c in "/\\%\0" else c for c in text)
+    return "%2E" + out[1:] if out.startswith(".") else out

@@ -132,7 +132,7 @@ def _mean_accuracy(scenario, runs, out) -> Path:
     n = max(len(seeds) for seeds in runs.values())
     fig.suptitle(f"{scenario}: accuracy during training (line: mean over {n} seed(s); band: min-max over seeds; "
                  "dashed: task boundaries)")
-    return _save(fig, out / f"{scenario}_mean_accuracy.png")
+    return _save(fig, out / io.path_segment(f"{scenario}_mean_accuracy.png"))
 
 
 def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
@@ -166,7 +166,7 @@ def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
                  f"seed(s), band min-max)\n"
                  f"{what}")
     _legend(ax)
-    return _save(fig, out / f"{scenario}_tasks_{strategy.split(' ')[0]}.png")
+    return _save(fig, out / io.path_segment(f"{scenario}_tasks_{strategy.split(' ')[0]}.png"))
 
 
 def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
@@ -195,7 +195,7 @@ def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
     _legend(axes[0, -1])
     note = f" ({', '.join(without)}: no task boundaries, left out)" if without else ""
     fig.suptitle(f"{scenario}: old tasks' accuracy right after each task switch (mean over seeds){note}")
-    return _save(fig, out / f"{scenario}_gap_zoom.png")
+    return _save(fig, out / io.path_segment(f"{scenario}_gap_zoom.png"))
 
 
 def _matrices(scenario, runs, out) -> Path:
@@ -213,7 +213,7 @@ def _matrices(scenario, runs, out) -> Path:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(f"{scenario}: accuracy matrix R (percent, mean over seeds)")
-    return _save(fig, out / f"{scenario}_matrix.png")
+    return _save(fig, out / io.path_segment(f"{scenario}_matrix.png"))
 
 
 def _bars(scenario, runs, out) -> Path:
@@ -236,7 +236,7 @@ def _bars(scenario, runs, out) -> Path:
     ax.set(ylabel="percent", ylim=(0, 100),
            title=f"{scenario}: final vs worst-case accuracy (mean over {n} seed(s), error bar: 95% CI)")
     _legend(ax)
-    return _save(fig, out / f"{scenario}_bars.png")
+    return _save(fig, out / io.path_segment(f"{scenario}_bars.png"))
 
 
 def _figure(*grid, figsize, **kw):

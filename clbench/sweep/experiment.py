@@ -8,6 +8,7 @@ redoes the rest; ``force`` reruns everything.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -24,6 +25,7 @@ from pydantic import AfterValidator, Field
 from clbench.common import io, progress
 from clbench.common.errors import InputError
 from clbench.common.io import is_complete
+from clbench.common.lock import folder_lock
 from clbench.common.validation import Count, NonNegativeInt
 from clbench.run import catalog
 from clbench.run.resolve import ResolvedRun
@@ -169,7 +171,7 @@ def run_dir(root: Path, config: RunConfig) -> Path:
     <strategy>[<variant>] in a parameter sweep)."""
     name = f"seed{config.seed}" if config.ordering_seed is None else f"seed{config.seed}-order{config.ordering_seed}"
     strategy = config.strategy if config.variant is None else f"{config.strategy}[{config.variant}]"
-    return root / "runs" / config.scenario / strategy / name
+    return root / "runs" / io.path_segment(config.scenario) / io.path_segment(strategy) / name
 
 
 # ---------------------------------------------------------------- parsing helpers
@@ -285,9 +287,7 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
     so no result of other settings can end up in this experiment's rows."""
     path = root / "experiment.toml"
     if force:
-        for name in EXPERIMENT_OUTPUTS:
-            target = root / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        remove_outputs(root)
     if path.is_file() and not force:
         try:
             old = Experiment.from_mapping(tomllib.loads(path.read_text()))
@@ -304,6 +304,61 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
         io.atomic_write_text(path, to_toml(merged))
         return
     io.atomic_write_text(path, to_toml(exp))
+
+
+#: what clbench writes under ``plots/`` (``--force`` removes these and leaves anything else)
+PLOT_SUFFIXES = (".png",)
+
+
+def remove_outputs(root: Path) -> None:
+    """``--force``: remove what clbench wrote in a folder that holds a clbench experiment (its
+    ``experiment.toml``): the run folders under ``runs/`` (those holding a run's record), the plots
+    under ``plots/``, the leaderboard. A folder without an experiment is refused with one line, and
+    a file clbench did not write stays where it is."""
+    outputs = [name for name in EXPERIMENT_OUTPUTS if (root / name).exists()]
+    if not outputs:
+        return
+    if not (root / "experiment.toml").is_file():
+        raise InputError(f"--force: {root} holds no clbench experiment (no experiment.toml) but has "
+                         f"{', '.join(outputs)}; refusing to delete them: choose another --out")
+    runs = root / "runs"
+    for run in sorted(runs.glob("*/*/*")) if runs.is_dir() else []:
+        if run.is_dir() and (run.name.endswith(".partial") or any((run / f).is_file() for f in RUN_RECORDS)):
+            shutil.rmtree(run)
+    for name in ("runs", "plots"):
+        if (root / name).is_dir():
+            if name == "plots":
+                for plot in (root / "plots").iterdir():
+                    if plot.is_file() and plot.suffix in PLOT_SUFFIXES:
+                        plot.unlink()
+            _prune(root / name)
+    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.tex", "experiment.toml"):
+        (root / name).unlink(missing_ok=True)
+    kept = [str(p.relative_to(root)) for name in ("runs", "plots") if (root / name).is_dir()
+            for p in (root / name).rglob("*") if p.is_file()]
+    if kept:
+        progress.write(f"note: --force kept {len(kept)} file(s) clbench did not write, e.g. {kept[0]}")
+
+
+#: the files a run folder holds whatever became of it (``run.record``, ``executors``)
+RUN_RECORDS = ("config.json", "summary.json", io.ERROR_FILE)
+
+
+def _prune(folder: Path) -> None:
+    """Remove the empty folders under ``folder`` and ``folder`` itself if it ends up empty."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def clean_staging(root: Path) -> None:
+    """Remove the staging folders (``io.staging_dir``) that killed runs left: only with the folder's
+    lock held, when no other command can be filling one."""
+    runs = root / "runs"
+    for staging in runs.glob("*/*/.*.partial") if runs.is_dir() else []:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _union(a: list, b: list) -> list:
@@ -345,35 +400,37 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
     loggers.check_trackers(list(log))
     exp, runs = exp.checked()
     check_output(root)
-    prepare_folder(exp, root, force)
-    configs = [r.config for r in runs]
-    todo = [(r, run_dir(root, r.config)) for r in runs if force or not is_complete(run_dir(root, r.config))]
-    if executor is None:
-        executor = (lambda t: executors.serial(t, lambda c: _run_bar(c, show_progress))) \
-            if jobs <= 1 or len(todo) <= 1 else (lambda t: executors.process_pool(t, jobs))
-    overall = progress.progress(len(todo), "runs", "run", show_progress, position=0)
-    failed: list[executors.Outcome] = []
-    done = 0
-    try:
-        for outcome in executor(todo):
-            overall.set_postfix_str(f"{_name(outcome.config)} {'failed' if outcome.failed else 'done'}")
-            overall.update(1)
-            if outcome.failed:
-                failed.append(outcome)
-                progress.write(f"error: {_name(outcome.config)} failed: {outcome.error} "
-                               f"(details in {outcome.out / executors.ERROR_FILE})")
-                continue
-            done += 1
-            _warn_divergence(outcome.config, outcome.summary)
-            for problem in loggers.log_run(list(log), root, outcome.out):
-                progress.write(f"warning: {problem}")
-            if on_done:
-                on_done(outcome.config, outcome.summary)
-    except KeyboardInterrupt:
+    with folder_lock(root, "clbench run"):  # one writer: no other command mixes or deletes results here
+        prepare_folder(exp, root, force)
+        clean_staging(root)
+        configs = [r.config for r in runs]
+        todo = [(r, run_dir(root, r.config)) for r in runs if force or not is_complete(run_dir(root, r.config))]
+        if executor is None:
+            executor = (lambda t: executors.serial(t, lambda c: _run_bar(c, show_progress))) \
+                if jobs <= 1 or len(todo) <= 1 else (lambda t: executors.process_pool(t, jobs))
+        overall = progress.progress(len(todo), "runs", "run", show_progress, position=0)
+        failed: list[executors.Outcome] = []
+        done = 0
+        try:
+            for outcome in executor(todo):
+                overall.set_postfix_str(f"{_name(outcome.config)} {'failed' if outcome.failed else 'done'}")
+                overall.update(1)
+                if outcome.failed:
+                    failed.append(outcome)
+                    progress.write(f"error: {_name(outcome.config)} failed: {outcome.error} "
+                                   f"(details in {outcome.out / executors.ERROR_FILE})")
+                    continue
+                done += 1
+                _warn_divergence(outcome.config, outcome.summary)
+                for problem in loggers.log_run(list(log), root, outcome.out):
+                    progress.write(f"warning: {problem}")
+                if on_done:
+                    on_done(outcome.config, outcome.summary)
+        except KeyboardInterrupt:
+            overall.close()
+            raise Interrupted(root, sum(is_complete(run_dir(root, c)) for c in configs), len(configs)) from None
         overall.close()
-        raise Interrupted(root, sum(is_complete(run_dir(root, c)) for c in configs), len(configs)) from None
-    overall.close()
-    return {"done": done, "skipped": len(configs) - len(todo), "failed": len(failed), "failures": failed}
+        return {"done": done, "skipped": len(configs) - len(todo), "failed": len(failed), "failures": failed}
 
 
 def _name(config: RunConfig) -> str:

@@ -36,6 +36,7 @@ import tomllib
 from clbench.common import io
 from clbench.common.errors import InputError
 from clbench.common.io import is_complete
+from clbench.common.lock import folder_lock
 from clbench.run import catalog
 from clbench.run.parts import build_scenario
 from clbench.run.runner import run
@@ -325,7 +326,8 @@ def trial_configs(exp: Experiment, strategy: str, values: dict[str, Any]) -> lis
 
 
 def trial_dir(root: Path, config: RunConfig, key: str) -> Path:
-    return root / "tuning" / "runs" / config.scenario / config.strategy / key / run_dir(Path("."), config).name
+    return (root / "tuning" / "runs" / io.path_segment(config.scenario) / io.path_segment(config.strategy) / key
+            / run_dir(Path("."), config).name)
 
 
 def trial_scores(exp: Experiment, strategy: str, values: dict[str, Any], root: Path, weights: dict[str, float]
@@ -526,19 +528,36 @@ def tune_and_evaluate(t: Tuning, root: Path, *, force: bool = False, address: st
     test data, fresh seeds). Writes tuning.csv, chosen.toml and evaluation/ (an experiment folder
     whose leaderboard has both phases' ranks). Resumes from the run folders; a finished tuning is
     read back without starting Ray."""
-    from clbench.results.leaderboard import write_leaderboard
-    from clbench.sweep import executors
-    from clbench.sweep.experiment import check_output, run_experiment
+    from clbench.sweep.experiment import check_output
 
     t = t.checked()
     check_output(root)
+    with folder_lock(root, "clbench tune"):  # one writer: no other command mixes or deletes trials here
+        return _tune_and_evaluate(t, root, force=force, address=address, cpus_per_run=cpus_per_run,
+                                  gpus_per_run=gpus_per_run, show_progress=show_progress, plots=plots)
+
+
+#: what a tuning writes in its folder: ``--force`` removes these, in a folder that holds a tuning
+TUNING_OUTPUTS = ("tuning", "evaluation", "tuning.csv", "chosen.toml", MANIFEST)
+
+
+def _tune_and_evaluate(t: Tuning, root: Path, *, force: bool, address: str | None, cpus_per_run: float | None,
+                       gpus_per_run: float | None, show_progress: bool, plots: bool) -> dict[str, Any]:
+    from clbench.results.leaderboard import write_leaderboard
+    from clbench.sweep import executors
+    from clbench.sweep.experiment import run_experiment
+
     old = read_manifest(root) if not force else None
     if old is not None and old != t.manifest():
         diff = [k for k in t.manifest() if old.get(k) != t.manifest()[k]]
         raise InputError(f"{root} holds a different tuning (it differs in {', '.join(diff)}); choose another --out "
                          "or use --force to start it again")
     if force:
-        for name in ("tuning", "evaluation", "tuning.csv", "chosen.toml"):
+        present = [name for name in TUNING_OUTPUTS if (root / name).exists()]
+        if present and not (root / MANIFEST).is_file():
+            raise InputError(f"--force: {root} holds no clbench tuning (no {MANIFEST}) but has {', '.join(present)}; "
+                             "refusing to delete them: choose another --out")
+        for name in TUNING_OUTPUTS:
             path = root / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     if old is not None and (finished := _finished(t, root)) is not None:

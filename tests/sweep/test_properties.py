@@ -186,3 +186,18 @@ def test_invalid_command_lines_are_one_line_and_write_nothing(capsys, values, op
         out = Path(tmp) / "out"
         code, err = invoke(capsys, ["run", *args, option, bad, "--out", str(out), "--quiet", "--no-plots"])
         _refused(code, err, out)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_no_text_becomes_a_path_outside_its_parent(text):
+    """A scenario, strategy or parameter value, whatever it holds, is one folder name inside its parent,
+    and two different texts never share one."""
+    from clbench.common.io import path_segment
+
+    segment = path_segment(text)
+    assert "/" not in segment and "\\" not in segment and "\0" not in segment and not segment.startswith(".")
+    assert segment not in ("", ".", "..")
+    root = Path("/exp")
+    assert (root / segment).parent == root
+    other = text + "/"
+    assert path_segment(other) != segment
