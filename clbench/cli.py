@@ -171,6 +171,7 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
     stack.enter_context(executors.ray_session(address))
     cpus = cpus_per_run or exp.threads
     gpus = gpus_per_run if gpus_per_run is not None else (1 if exp.device.startswith("cuda") else 0)
+    executors.check_resources(cpus, gpus)  # before anything is written
     return lambda todo: executors.ray_tasks(todo, cpus, gpus)
 
 

@@ -192,8 +192,12 @@ def ray_session(address: str | None = None):
         return
     if address is None:  # the local instance keeps Ray's default token authentication; its notice is noise here
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    else:
+        check_reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+        # without --address, a private instance ("local"), never a cluster already started on the
+        # machine (Ray's current-cluster file or RAY_ADDRESS would otherwise be joined)
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise InputError(f"cannot start or join {where}: {str(e).strip().splitlines()[0]}") from None
@@ -201,6 +205,42 @@ def ray_session(address: str | None = None):
         yield ray
     finally:
         ray.shutdown()
+
+
+#: seconds to wait for a TCP connection to ``--address`` before saying nothing listens there
+CONNECT_TIMEOUT = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """One line, within ``timeout`` seconds, when nothing listens at ``HOST:PORT`` (``ray://`` too):
+    Ray itself retries an unreachable cluster for minutes. ``auto`` is left to Ray."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise InputError(f"nothing answers at {address} within {timeout:g} s ({e.strerror or e}): start the cluster "
+                         "there (ray start --head) or check --address") from None
+
+
+def check_resources(cpus_per_run: float, gpus_per_run: float) -> None:
+    """Refuse, before anything is written, a request no node of the cluster can ever grant: Ray
+    would leave such a task pending forever without a word."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    for flag, key, want in (("--cpus-per-run", "CPU", cpus_per_run), ("--gpus-per-run", "GPU", gpus_per_run)):
+        largest = max(float(n.get(key, 0)) for n in nodes)
+        if want and want > largest:
+            raise InputError(f"{flag} {want:g}: no node of the Ray cluster has {want:g} {key}s (the largest has "
+                             f"{largest:g}); lower {flag}" + (" or run where GPUs are" if key == "GPU" else ""))
 
 
 def ray_tasks(todo: Todo, cpus_per_run: float = 1, gpus_per_run: float = 0) -> Iterator[Outcome]:

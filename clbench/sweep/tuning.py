@@ -557,16 +557,18 @@ def _tune_and_evaluate(t: Tuning, root: Path, *, force: bool, address: str | Non
         if present and not (root / MANIFEST).is_file():
             raise InputError(f"--force: {root} holds no clbench tuning (no {MANIFEST}) but has {', '.join(present)}; "
                              "refusing to delete them: choose another --out")
-        for name in TUNING_OUTPUTS:
-            path = root / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     if old is not None and (finished := _finished(t, root)) is not None:
         return finished
-    write_manifest(root, t)
     cpus = cpus_per_run or t.experiment.threads
     gpus = gpus_per_run if gpus_per_run is not None else (1 if t.experiment.device.startswith("cuda") else 0)
     rows: list[dict[str, Any]] = []
     with executors.ray_session(address):
+        executors.check_resources(cpus, gpus)  # before anything is written or deleted
+        if force:
+            for name in TUNING_OUTPUTS:
+                path = root / name
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        write_manifest(root, t)
         for strategy in t.experiment.strategies:
             rows += tune_strategy(t, strategy, root, cpus, gpus, show_progress)
             io.write_csv(root / "tuning.csv", pd.DataFrame(rows), exact=True)

@@ -203,3 +203,31 @@ def test_a_trial_that_diverged_is_never_chosen():
     assert choose(table, t) == {"er": {"lr": 0.01}}
     with pytest.raises(ValueError, match="DIVERGED"):
         choose(table.assign(diverged=1), t)
+
+
+@pytest.mark.parametrize("request_", [["--cpus-per-run", "64"], ["--gpus-per-run", "1"]], ids=["cpus", "gpus"])
+def test_a_request_no_node_can_grant_is_refused_before_anything_is_written(capsys, tmp_path, ray_instance, request_):
+    """Ray would keep such a task pending forever, without a word."""
+    out = tmp_path / "out"
+    code, _, err = invoke(capsys, "run", "--executor", "ray", "--strategy", "finetune", "--seeds", "0", *TINY,
+                          "--out", str(out), *request_)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no node of the Ray cluster has" in err, err
+    assert not out.exists()
+    code, _, err = invoke(capsys, "tune", "--strategy", "er", "--seeds", "0", *TINY, "--out", str(tmp_path / "t"),
+                          *request_)
+    assert code == 2 and "no node of the Ray cluster has" in err, err
+    assert [p.name for p in (tmp_path / "t").rglob("*")] in ([], [".clbench.lock"])  # the folder's lock only
+
+
+def test_an_address_where_nothing_listens_is_one_line_within_seconds(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "clbench.cli", "run", "--executor", "ray", "--address", "127.0.0.1:1",
+                           "--strategy", "finetune", "--seeds", "0", *TINY, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "nothing answers at 127.0.0.1:1" in done.stderr and time.monotonic() - start < 60
+    assert not (tmp_path / "out").exists()
