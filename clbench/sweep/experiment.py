@@ -412,7 +412,7 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
         failed: list[executors.Outcome] = []
         done = 0
         try:
-            for outcome in executor(todo):
+            for outcome in map(_verified, executor(todo)):
                 overall.set_postfix_str(f"{_name(outcome.config)} {'failed' if outcome.failed else 'done'}")
                 overall.update(1)
                 if outcome.failed:
@@ -431,6 +431,25 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
             raise Interrupted(root, sum(is_complete(run_dir(root, c)) for c in configs), len(configs)) from None
         overall.close()
         return {"done": done, "skipped": len(configs) - len(todo), "failed": len(failed), "failures": failed}
+
+
+def _verified(outcome):
+    """An outcome as the driver finds it: a run reported done whose folder is not complete here (a
+    worker on a node that does not share ``--out``, a folder removed meanwhile) is a failed run with
+    one line saying where it went, never a "done"; a failure whose record did not arrive is recorded
+    here."""
+    from clbench.sweep import executors
+
+    if outcome.failed:
+        if not (outcome.out / io.ERROR_FILE).is_file():
+            executors.record_failure(outcome.config, outcome.out, outcome.error, "", executors.ATTEMPTS)
+        return outcome
+    if is_complete(outcome.out):
+        return outcome
+    error = (f"reported done, but its folder {outcome.out} is missing or incomplete here (written on a node that "
+             "does not share --out?)")
+    executors.record_failure(outcome.config, outcome.out, error, "", executors.ATTEMPTS)
+    return dataclasses.replace(outcome, summary=None, error=error)
 
 
 def _name(config: RunConfig) -> str:

@@ -127,3 +127,27 @@ def test_staging_folders_of_killed_runs_are_cleaned_at_the_next_invocation(capsy
     assert invoke(capsys, "run", *QUICK, "--iterations", "3", "--seeds", "0,1", "--out", out)[0] == 0
     assert not staging.exists() and (out / "runs" / "split-digits" / "finetune" / "seed1" / "summary.json").is_file()
     assert sorted(os.listdir(out / "runs" / "split-digits" / "finetune")) == ["seed0", "seed1"]
+
+
+def test_a_run_reported_done_whose_folder_is_not_here_is_a_failed_run(tmp_path):
+    """As a Ray worker on a node that does not share --out reports: done, with its folder elsewhere."""
+    import shutil
+
+    from clbench.sweep import executors
+    from clbench.sweep.experiment import Experiment, run_experiment
+
+    def elsewhere(todo):
+        for outcome in executors.serial(todo):
+            if outcome.config.seed == 1:
+                shutil.rmtree(outcome.out)  # the folder went to another node's disk
+            yield outcome
+
+    exp = Experiment(strategies=["finetune"], seeds=[0, 1], iterations=3, eval_every=3, eval_subset=10)
+    counts = run_experiment(exp, tmp_path / "exp", show_progress=False, executor=elsewhere)
+    assert counts["done"] == 1 and counts["failed"] == 1
+    lost = counts["failures"][0]
+    assert lost.config.seed == 1 and "reported done, but its folder" in lost.error
+    assert "missing or incomplete here" in json.loads((lost.out / "error.json").read_text())["error"]
+    # the next invocation retries it (its folder is incomplete), as any failed run
+    again = run_experiment(exp, tmp_path / "exp", show_progress=False)
+    assert again["done"] == 1 and again["skipped"] == 1
