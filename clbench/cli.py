@@ -247,21 +247,22 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
 def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet: bool, plots: bool, executor=None,
                               log: list[str] | None = None) -> dict:
     """Run what is missing of ``exp``, write its leaderboard (and plots), print the table."""
-    from clbench.common.lock import folder_lock
     from clbench.results.leaderboard import write_leaderboard
     from clbench.results.tables import people_table, to_text
-    from clbench.sweep.experiment import check_output, run_experiment
+    from clbench.sweep.experiment import run_experiment
 
-    check_output(root)
-    with folder_lock(root, "clbench run"):  # the runs, the leaderboard and the plots: one writer
-        counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor,
-                                log=log or [])
+    def report():  # under the folder's lock, as the runs: the leaderboard and plots have one writer too
         lb = write_leaderboard([root], root)
         if plots and not lb.empty and (lb["n_seeds"] > 0).any():
             from clbench.results.plots import plot_all
             from clbench.sweep.processes import usable_cores
 
             plot_all([root], root / "plots", jobs=usable_cores())
+        return lb
+
+    counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor,
+                            log=log or [], then=report)
+    lb = counts["then"]
     if not lb.empty:
         click.echo(to_text(people_table(lb)))
     click.echo(f"\n{counts['done']} run(s) done, {counts['skipped']} already complete; results in {root}/ "

@@ -32,7 +32,15 @@ from pydantic import Field
 from clbench.common.errors import InputError
 from clbench.common.validation import NonNegative, NonNegativeInt, validate_keywords
 from clbench.scenarios.data import Scenario, TensorData, seeded_generator
-from clbench.scenarios.stream import Cursor, Segment, Stream, iterations_per_task, make_pool, sequential
+from clbench.scenarios.stream import (
+    Cursor,
+    Segment,
+    Stream,
+    check_stream_size,
+    iterations_per_task,
+    make_pool,
+    sequential,
+)
 
 #: a share in percent, [0, 100)
 Percent = Annotated[float, Field(ge=0, lt=100, allow_inf_nan=False)]
@@ -43,7 +51,9 @@ def _plan_sizes(scenario: Scenario, batch_size: int, epochs, iterations, views: 
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     if batch_size % views:
         raise InputError(f"batch size {batch_size} is not divisible by views={views}")
-    return [iterations_per_task(len(t.train), batch_size, epochs, iterations) for t in scenario.tasks]
+    sizes = [iterations_per_task(len(t.train), batch_size, epochs, iterations) for t in scenario.tasks]
+    check_stream_size(scenario, sum(sizes), batch_size)
+    return sizes
 
 
 def _finish(pool, pool_task, batches, tasks, segments, meta) -> Stream:
@@ -181,6 +191,8 @@ def recurring(scenario: Scenario, *, batch_size: int, seed: int, epochs: float |
     """New tasks in order; after each one (from the second on, the last included) every earlier task
     comes back for ``rehearsal_iterations`` iterations, oldest first."""
     sizes = _plan_sizes(scenario, batch_size, epochs, iterations, views)
+    check_stream_size(scenario, sum(sizes) + sum(rehearsal_iterations(k, j, sizes[j], budget, decay, exponent, rate)
+                                                 for k in range(len(sizes)) for j in range(k)), batch_size)
     pool, pool_task, offsets = make_pool(scenario)
     cursors = [Cursor(len(t.train), seeded_generator(seed, "task", t.id), views) for t in scenario.tasks]
     batches, tasks, segments, plan = [], [], [], []

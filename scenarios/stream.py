@@ -135,15 +135,35 @@ def iterations_per_task(n_train: int, batch_size: int, epochs: float | None, ite
     return max(1, round(epochs * math.ceil(n_train / batch_size)))
 
 
+#: the most updates one stream may plan: its batches' sample indices are held from the start, and
+#: the evaluator logs up to one evaluation of every task per update; the scenarios' defaults stay
+#: far below (the default permuted stream has 10,000)
+MAX_STREAM_UPDATES = 1_000_000
+#: the most passes over the training data one stream may make (the papers' settings make 1-50)
+MAX_PASSES = 1000
+
+
+def check_stream_size(scenario: Scenario, updates: int, batch_size: int) -> None:
+    """Refuse, before any memory is taken, a stream whose size is absurd for its data (a typo such as
+    ``budget=1000`` or ``iterations=10000000``), with the numbers it would need."""
+    samples = max(1, sum(len(t.train) for t in scenario.tasks))
+    passes = updates * batch_size / samples
+    if updates > MAX_STREAM_UPDATES or passes > MAX_PASSES:
+        raise InputError(f"this stream would take {updates:,} updates, {passes:,.0f} passes over the "
+                         f"{samples:,} training samples (at most {MAX_STREAM_UPDATES:,} updates and {MAX_PASSES:,} "
+                         "passes); lower --epochs, --iterations or the ordering's parameters")
+
+
 def sequential(scenario: Scenario, *, batch_size: int, seed: int, epochs: float | None = 1,
                iterations: int | None = None, views: int = 1) -> Stream:
     """Tasks one after another with sharp boundaries: the default ordering."""
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
+    sizes = [iterations_per_task(len(task.train), batch_size, epochs, iterations) for task in scenario.tasks]
+    check_stream_size(scenario, sum(sizes), batch_size)
     pool, pool_task, offsets = make_pool(scenario)
     batches, tasks, segments = [], [], []
-    for t, task in enumerate(scenario.tasks):
-        n_it = iterations_per_task(len(task.train), batch_size, epochs, iterations)
+    for t, (task, n_it) in enumerate(zip(scenario.tasks, sizes)):
         g = seeded_generator(seed, "task", t)
         bs = [b + offsets[t] for b in epoch_batches(len(task.train), batch_size, n_it, g, views)]
         segments.append(Segment(t, len(batches), len(batches) + len(bs)))

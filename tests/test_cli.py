@@ -17,7 +17,7 @@ from clbench.results.leaderboard import write_leaderboard
 from clbench.results.plots import plot_all
 from clbench.scenarios import InputError
 from clbench.sweep.experiment import Experiment, parse_seeds, run_dir, run_experiment
-from tests.helpers import clbench
+from tests.helpers import clbench, invoke
 
 FAST = ["--eval-every", "5", "--epochs", "1", "--quiet", "--no-plots"]
 
@@ -239,6 +239,20 @@ def test_own_data_is_checked_in_one_line(tmp_path):
             from_arrays(*args)
     r = clbench("run", "--scenario", "nowhere:blobs", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "cannot import scenario 'nowhere:blobs'" in r.stderr
+
+
+def test_an_own_module_that_raises_on_import_is_one_line(capsys, tmp_path, monkeypatch):
+    """Whatever a user's module raises while it is imported (not only ImportError), and a path that
+    names nothing, is one line, exit 2, nothing written."""
+    (tmp_path / "broken_strats.py").write_text("LIMIT = 1 / 0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for strategy, message in [("broken_strats:Thing", "importing strategy 'broken_strats:Thing' raised "
+                                                      "ZeroDivisionError: division by zero"),
+                              (":", "strategy ':' is not an import path")]:
+        code, _, err = invoke(capsys, "run", "--strategy", strategy, "--seeds", "0", "--out", tmp_path / "o")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "o").exists()
 
 
 def test_installed_plugins_name_their_own_strategies_and_scenarios(tmp_path):

@@ -16,6 +16,8 @@ def import_object(path: str, what: str) -> Any:
     (a console script's ``sys.path`` lacks it, while ``python -m`` has it: a module beside the
     experiment works either way)."""
     module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise InputError(f"{what} {path!r} is not an import path: write package.module:name")
     try:
         try:
             module = importlib.import_module(module_name)
@@ -27,6 +29,10 @@ def import_object(path: str, what: str) -> Any:
         return getattr(module, attr)
     except (ImportError, AttributeError) as e:
         raise InputError(f"cannot import {what} {path!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module raised on import: its error, in one line
+        first = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+        raise InputError(f"importing {what} {path!r} raised {first} (run python -c 'import {module_name}' to "
+                         "see where)") from None
 
 
 def plugin(group: str, name: str) -> str | None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import itertools
 import re
 import shutil
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +28,7 @@ from clbench.common import io, progress
 from clbench.common.errors import InputError
 from clbench.common.io import is_complete
 from clbench.common.lock import folder_lock
-from clbench.common.validation import Count, NonNegativeInt
+from clbench.common.validation import Count
 from clbench.run import catalog
 from clbench.run.resolve import ResolvedRun
 from clbench.run.settings import RunConfig, RunSettings, per_strategy_settings, setting_names, validated
@@ -43,8 +45,8 @@ class Experiment(RunSettings):
     """Scenarios x strategies x seeds (x orderings), all run with the same ``RunSettings``."""
 
     name: ExperimentName = "default"
-    scenarios: Annotated[list[str], Field(min_length=1)] = field(default_factory=lambda: ["split-digits"])
-    strategies: Annotated[list[str], Field(min_length=1)] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    scenarios: Names = field(default_factory=lambda: ["split-digits"])
+    strategies: Names = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
     seeds: Seeds = field(default_factory=lambda: [0, 1, 2])
     #: per strategy: {"er": {"mem_size": 500}}; the key "*" applies to every strategy that has the parameter
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -142,13 +144,29 @@ def _distinct_seeds(seeds: list[int]) -> list[int]:
     return seeds
 
 
+def _distinct_names(names: list[str]) -> list[str]:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} is named twice (each would run and be counted twice)")
+    return names
+
+
+#: the largest seed: every generator a run derives from its seed takes it (torch's take 64 bits,
+#: and a run adds offsets to its seed)
+MAX_SEED = 2**32 - 1
+#: the most seeds one command may name (a range such as 0-99999999999 is a typo, not a sweep)
+MAX_SEEDS = 10_000
+
+
 def _folder_name(name: str) -> str:
     if name in (".", "..") or any(c in name for c in "/\\\0"):
         raise ValueError("must be a folder name (no '/', not '.' or '..')")
     return name
 
 
-Seeds = Annotated[list[NonNegativeInt], Field(min_length=1), AfterValidator(_distinct_seeds)]
+Seeds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1, max_length=MAX_SEEDS),
+                  AfterValidator(_distinct_seeds)]
+Names = Annotated[list[str], Field(min_length=1), AfterValidator(_distinct_names)]
 ExperimentName = Annotated[str, Field(min_length=1), AfterValidator(_folder_name)]
 
 
@@ -186,11 +204,15 @@ def parse_seeds(text: str) -> list[int]:
             lo, hi = int(m[1]), int(m[2])
             if hi < lo:
                 raise InputError(f"seed range {part!r} is empty (write it low-high, e.g. {hi}-{lo})")
+            if hi - lo + 1 > MAX_SEEDS:
+                raise InputError(f"seed range {part!r} names {hi - lo + 1:,} seeds; at most {MAX_SEEDS:,} at once")
             seeds += range(lo, hi + 1)
         elif re.fullmatch(r"\d+", part):
             seeds.append(int(part))
         else:
             raise InputError(f"bad seed {part!r}: give seeds as 0,1,2 or a range like 0-4")
+        if seeds and max(seeds) > MAX_SEED:
+            raise InputError(f"seed {max(seeds)} is too large: seeds go from 0 to {MAX_SEED}")
     if len(set(seeds)) != len(seeds):
         raise InputError(f"seed list {text!r} repeats a seed")
     return seeds
@@ -241,7 +263,31 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    for key, value in data.items():
+        _strict_check(key, value, str(path))
     return data
+
+
+def _strict_check(key: str, value: Any, where: str) -> None:
+    """A TOML value of the type its key declares, as written: TOML has types, so ``seeds = [true]``,
+    ``epochs = true`` or ``lr = "0.1"`` is a mistake to point at, not a value to convert (an
+    integer where a real is declared is fine)."""
+    from pydantic import ValidationError
+
+    from clbench.common.validation import describe
+
+    try:
+        _strict_model(key).model_validate({key: value}, strict=True)
+    except ValidationError as e:
+        raise InputError(describe(e, where)) from None
+
+
+@functools.cache
+def _strict_model(key: str):
+    """A model of the one field ``key`` of ``Experiment`` (its errors name the key as the others do)."""
+    from pydantic import create_model
+
+    return create_model(f"toml_{key}", **{key: (typing.get_type_hints(Experiment, include_extras=True)[key], ...)})
 
 
 def _toml_value(v: Any) -> str:
@@ -386,14 +432,16 @@ def check_output(root: Path) -> None:
 
 
 def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: int = 1, show_progress: bool = True,
-                   on_done=None, executor=None, log: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+                   on_done=None, executor=None, log: list[str] | tuple[str, ...] = (), then=None) -> dict[str, Any]:
     """Run every missing run of ``exp`` under ``root``. Everything is checked before anything is
     written; a run that fails is recorded in its folder (``error.json``) and the others go on.
     Returns counts of runs done, skipped and failed, and the failures' outcomes.
 
     ``executor(todo)`` (optional) yields an ``Outcome`` per ``(config, out)`` pair; the default is
     this process (``jobs=1``) or a local process pool. ``log`` names trackers (``clbench.results.trackers``)
-    that each run is logged to as it finishes."""
+    that each run is logged to as it finishes. ``then()`` (optional) runs after the runs, still
+    under the folder's lock (the CLI writes the leaderboard and plots there); its result is the
+    returned ``then``."""
     from clbench.results import trackers as loggers
     from clbench.sweep import executors
 
@@ -430,7 +478,8 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
             overall.close()
             raise Interrupted(root, sum(is_complete(run_dir(root, c)) for c in configs), len(configs)) from None
         overall.close()
-        return {"done": done, "skipped": len(configs) - len(todo), "failed": len(failed), "failures": failed}
+        return {"done": done, "skipped": len(configs) - len(todo), "failed": len(failed), "failures": failed,
+                **({"then": then()} if then else {})}
 
 
 def _verified(outcome):

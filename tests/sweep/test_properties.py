@@ -35,14 +35,15 @@ valid_settings = st.fixed_dictionaries({
 NAN, INF = float("nan"), float("inf")
 #: per field, values that must be refused (wrong type, out of range, not finite, unknown name)
 BAD_VALUES = {
-    "strategies": [[], ["icarl"], "finetune", [3]],
-    "seeds": ["abc", [-1], [], [0, 0], 3.5, ["x"]],
-    "iterations": [0, -3, "one", 2.5],
-    "epochs": [0, -1.0, "one", NAN, INF],
+    "strategies": [[], ["icarl"], "finetune", [3], ["er", "er"]],
+    # TOML has types: a bool is not a seed nor a number, a string is not a real
+    "seeds": ["abc", [-1], [], [0, 0], 3.5, ["x"], [True], [2**32], [2**64]],
+    "iterations": [0, -3, "one", 2.5, True],
+    "epochs": [0, -1.0, "one", NAN, INF, True, "1"],
     "batch_size": [0, -1, "big", 1.5],
     "eval_every": [0, -2, "x"],
     "eval_subset": [0, -5, "some", 2.5],
-    "lr": [0, -1, "big", NAN, INF],
+    "lr": [0, -1, "big", NAN, INF, "0.1", False],
     "momentum": [1.0, -0.5, NAN],
     "memory": [-1, "lots", 1.5],
     "val_fraction": [1.0, -0.1, 2, "half", NAN],
@@ -64,7 +65,7 @@ BAD_VALUES = {
 
 #: per command-line option, values that must be refused
 BAD_OPTIONS = {
-    "--seeds": ["abc", "-1", "0,0", "3-1", ""],
+    "--seeds": ["abc", "-1", "0,0", "3-1", "", "18446744073709551616", "0-99999999999"],
     "--seed": ["-1", "x"],
     "--iterations": ["0", "-3", "one"],
     "--epochs": ["0", "nan", "inf", "-2"],
@@ -81,7 +82,7 @@ BAD_OPTIONS = {
     "--class-order": ["0,1,x", "0,1", "sometimes"],
     "--param": ["ewc_lambda=nan", "mem_size=-1", "replay_batch=0", "nope=1", "gem.memory_strength=inf"],
     "--scenario": ["split-nothing"],
-    "--strategy": ["icarl"],
+    "--strategy": ["icarl", "finetune,finetune", ":"],
     "--setting": ["any-il"],
     "--eval-precision": ["fp8"],
     "--orderings": ["0"],

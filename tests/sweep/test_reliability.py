@@ -63,6 +63,12 @@ def assert_refused(capsys, out: Path, *args: str, message: str = "") -> str:
     ("model_options = {hidden = [-5]}", "bad options for model mlp: MLP: hidden=-5: input should be greater"),
     ('model_options = {hidden = "abc"}', "bad options for model mlp"),
     ("colour = 3", "unknown key(s) colour"),
+    # TOML has types: a bool is not a seed nor a number, a string is not a real
+    ("seeds = [true]", "seeds=True: input should be a valid integer"),
+    ("epochs = true", "epochs=True: input should be a valid number"),
+    ('lr = "0.1"', "lr='0.1': input should be a valid number"),
+    ("seeds = [4294967296]", "input should be less than or equal to 4294967295"),
+    ('strategies = ["er", "er"]', "er is named twice"),
 ])
 def test_bad_toml_values_are_one_line(capsys, tmp_path, toml, message):
     cfg = tmp_path / "exp.toml"
@@ -107,6 +113,12 @@ def test_bad_toml_values_are_one_line(capsys, tmp_path, toml, message):
     (["--strategy", "finetune,er", "--ordering", "fuzzy", "--ordering-param", "width=-2"],
      "ordering fuzzy: width=-2: input should be greater than or equal to 0"),
     (["--strategy", "finetune,er", "--ordering", "fuzzy", "--ordering-param", "width=nan"], "must be a finite number"),
+    (["--seeds", "18446744073709551616"], "seed 18446744073709551616 is too large: seeds go from 0 to 4294967295"),
+    (["--seeds", "0-99999999999"], "names 100,000,000,000 seeds; at most 10,000 at once"),
+    (["--strategy", "finetune,finetune"], "finetune is named twice"),
+    # a stream absurd for its data is refused up front with what it would need, not built for minutes
+    (["--ordering", "recurring", "--ordering-param", "budget=100000"], "passes over the 1,295 training samples"),
+    (["--iterations", "10000000"], "this stream would take 50,000,000 updates"),
 ])
 def test_bad_command_line_values_are_one_line(capsys, tmp_path, args, message):
     given = {a for a in args if a.startswith("--")} | ({"--seeds"} if "--seed" in args else set())
