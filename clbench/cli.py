@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -463,6 +466,43 @@ def entry(argv: list[str] | None = None) -> int:
     traceback for any of them."""
     if not (sys.argv[1:] if argv is None else argv):  # plain ``clbench``: the help, not an error
         argv = ["--help"]
+    with _noting_interrupts() as interrupted:
+        try:
+            return _entry(argv)
+        except Exception:
+            # a Ctrl-C inside an import (torch's, in the first seconds) can surface as another
+            # error of the half-imported module: the interruption is what happened
+            if interrupted:
+                global _HALF_IMPORTED
+                _HALF_IMPORTED = True
+                return _interrupted(None, argv)
+            raise
+
+
+#: a Ctrl-C stopped an import half way (``entry``): the process must leave without teardown
+_HALF_IMPORTED = False
+
+
+@contextlib.contextmanager
+def _noting_interrupts():
+    """Ctrl-C raises KeyboardInterrupt as always, and is also noted (the yielded list)."""
+    noted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def note(signum, frame):
+        noted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+def _entry(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="clbench", standalone_mode=False)
         return 0
@@ -484,9 +524,9 @@ def entry(argv: list[str] | None = None) -> int:
 
 
 def _interrupted(e: BaseException | None, argv: list[str] | None) -> int:
-    """Ctrl-C: one line saying what was kept and the command that resumes."""
-    from clbench.sweep.experiment import Interrupted
-
+    """Ctrl-C: one line saying what was kept and the command that resumes. Imports nothing: the
+    interruption may have left a module (torch) half imported."""
+    Interrupted = getattr(sys.modules.get("clbench.sweep.experiment"), "Interrupted", ())  # noqa: N806
     again = shlex.join(["clbench", *(sys.argv[1:] if argv is None else argv)])
     if isinstance(e, Interrupted):
         click.echo(f"clbench: interrupted; {e.complete} of {e.total} runs are complete and kept in {e.root}/ "
@@ -497,7 +537,13 @@ def _interrupted(e: BaseException | None, argv: list[str] | None) -> int:
 
 
 def main() -> None:
-    sys.exit(entry())
+    code = entry()
+    if _HALF_IMPORTED:  # leave without tearing down what is half imported (torch crashes at exit
+        # when a Ctrl-C stopped its import); the one line is written already
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -329,3 +329,26 @@ def test_a_users_own_strategies_and_scenarios_modules_do_not_collide_with_clbenc
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "out/runs/scenarios:mine/strategies:MyER/seed0/summary.json").read_text())
     assert summary["iterations"] == 6 and summary["memory_capacity"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [1.0, 2.0, 3.5])
+def test_ctrl_c_in_the_first_seconds_is_one_line_and_130(tmp_path, delay):
+    """A Ctrl-C (to the whole process group, as a terminal sends it) while torch is still being
+    imported, by the CLI and by the workers' fork server: one line, exit 130, no traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", "from clbench.cli import main; main()", "run", "--strategy",
+                          "finetune,er", "--seeds", "0,1", "--jobs", "2", "--iterations", "20", "--out",
+                          str(tmp_path / "o"), "--quiet", "--no-plots"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    if p.returncode == 0:  # finished before the signal (a fast machine): nothing to check
+        return
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("clbench: interrupted;"), err

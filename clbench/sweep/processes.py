@@ -10,8 +10,9 @@ import sys
 
 #: what every worker needs, imported once in the fork server instead of once per worker (torch,
 #: the runner and its strategies, torch._dynamo, which the first optimiser step imports, and the
-#: plots): about 5 s per process on this project's 2-core machines
-PRELOAD = ["clbench.run.runner", "torch._dynamo", "clbench.results.plots"]
+#: plots): about 5 s per process on this project's 2-core machines; first, ``quiet_server``, so
+#: that a Ctrl-C during those seconds is the CLI's to report, not a traceback of the server's
+PRELOAD = ["clbench.sweep.quiet_server", "clbench.run.runner", "torch._dynamo", "clbench.results.plots"]
 
 
 def usable_cores() -> int:
