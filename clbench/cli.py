@@ -521,6 +521,12 @@ def _entry(argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt as e:
         return _interrupted(e, argv)
+    except OSError as e:  # the machine refused mid-way (a full disk, a read-only folder): its one line
+        where = f" {e.filename}" if e.filename else ""
+        click.echo(f"clbench: error: cannot write or read{where}: {e.strerror or e}; what was complete before "
+                   "is kept (run folders appear only when whole): free the space or fix the permission and run "
+                   "the same command again", err=True)
+        return 1
 
 
 def _interrupted(e: BaseException | None, argv: list[str] | None) -> int:

@@ -352,3 +352,22 @@ def test_ctrl_c_in_the_first_seconds_is_one_line_and_130(tmp_path, delay):
         return
     assert p.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("clbench: interrupted;"), err
+
+
+def test_a_full_disk_mid_way_is_one_line_and_exit_1(capsys, tmp_path, monkeypatch):
+    """The machine refusing a write (ENOSPC; EACCES on a read-only folder) after the checks passed:
+    its one line, not a traceback."""
+    import errno
+
+    from clbench.common import io
+
+    assert invoke(capsys, "run", "--strategy", "finetune", "--seeds", "0", "--iterations", "3", "--eval-subset", "10",
+                  "--quiet", "--no-plots", "--out", tmp_path / "e")[0] == 0
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(io, "atomic_write_text", full)
+    code, _, err = invoke(capsys, "report", tmp_path / "e")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "No space left on device" in err and "leaderboard.csv" in err
