@@ -5,7 +5,8 @@ Each file is an ordinary experiment (the keys of ``--config``) plus a ``[preset]
 paper, its code, the data it needs, the settings in words, notes, and ``[[preset.published]]``
 rows, the numbers the paper (or a named reproduction) reports for a (scenario, strategy, metric),
 which ``leaderboard.md`` sets beside ours when an experiment was run from the preset. Published
-numbers come from ``shared/REFERENCES.md``; a preset never holds a number of ours.
+numbers are transcribed from the papers (each row's ``source`` says from where, and whether it is
+a reproduction's or unverified); a preset never holds a number of ours.
 """
 
 from __future__ import annotations
