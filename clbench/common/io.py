@@ -88,9 +88,12 @@ def commit_dir(staging: Path, final: Path) -> None:
     os.replace(staging, final)
 
 
-def path_segment(text: str) -> str:
+def path_segment(text: str, portable: bool = False) -> str:
     """``text`` as one folder name that stays inside its parent whatever it holds: a parameter
     value such as ``checkpoint:../../x`` never becomes a path (``/``, ``\\``, ``%`` and NUL are
-    %-escaped, and a leading ``.`` so that ``..`` and hidden names cannot arise)."""
-    out = "".join(f"%{ord(c):02X}" if c in "/\\%\0" else c for c in text)
+    %-escaped, and a leading ``.`` so that ``..`` and hidden names cannot arise). ``portable``
+    also escapes what Windows and macOS refuse or show oddly in a file name (``:<>"|?*``): for
+    files people copy elsewhere, the plots."""
+    unsafe = "/\\%\0" + (':<>"|?*' if portable else "")
+    out = "".join(f"%{ord(c):02X}" if c in unsafe else c for c in text)
     return "%2E" + out[1:] if out.startswith(".") else out

@@ -69,6 +69,17 @@ def shows_gap(log: pd.DataFrame) -> bool:
     return bool(len(dipped) and dipped["iters_to_recover"].notna().any())
 
 
+def strategy_colours(names) -> dict[str, tuple]:
+    """One colour per strategy for every figure of a scenario, fixed by its place among all the
+    scenario's strategies: a figure that leaves one out (the gap zoom leaves out offline joint) does
+    not shift the others' colours."""
+    from matplotlib import colormaps
+
+    names = list(dict.fromkeys(names))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(k % cmap.N) for k, name in enumerate(names)}
+
+
 def _mark(ax, bounds: list[int]) -> None:
     for b in bounds:
         ax.axvline(b, color="grey", lw=0.8, ls="--", alpha=0.7)
@@ -115,24 +126,25 @@ def _band(series: list[pd.Series]):
 
 def _mean_accuracy(scenario, runs, out) -> Path:
     fig, axes = _figure(1, 2, figsize=(14, 5), sharey=True)
+    colours = strategy_colours(runs)
     for ax, old_only in zip(axes, (False, True)):
         for strategy, seeds in runs.items():
-            series = [seen_mean(log, old_only) for log in seeds.values()]
+            series = [100 * seen_mean(log, old_only) for log in seeds.values()]
             series = [x for x in series if len(x)]
             if not series:
                 continue
             x, m, lo, hi = _band(series)
-            (line,) = ax.plot(x, m, lw=1.2, label=strategy)
-            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            ax.plot(x, m, lw=1.2, label=strategy, color=colours[strategy])
+            ax.fill_between(x, lo, hi, color=colours[strategy], alpha=0.2, lw=0)
         _mark(ax, boundaries(next(iter(next(iter(runs.values())).values()))))
-    axes[0].set(xlabel="training iteration", ylabel="mean accuracy", ylim=(0, 1.02),
+    axes[0].set(xlabel="training iteration", ylabel="mean accuracy (percent)", ylim=(0, 102),
                 title="tasks seen so far (a new task enters at each boundary)")
     axes[1].set(xlabel="training iteration", title="old tasks only (trained before the current one)")
     _legend(axes[1])
     n = max(len(seeds) for seeds in runs.values())
     fig.suptitle(f"{scenario}: accuracy during training (line: mean over {n} seed(s); band: min-max over seeds; "
                  "dashed: task boundaries)")
-    return _save(fig, out / io.path_segment(f"{scenario}_mean_accuracy.png"))
+    return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_mean_accuracy.png"))
 
 
 def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
@@ -145,7 +157,7 @@ def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
             steps = log.groupby("eval_step")[["trained_task"]].first()["trained_task"].cummax()
             log = log.join(steps.rename("phase"), on="eval_step")
             g = log[(log["task"] == task) & ((log["task"] <= log["phase"]) | free)]
-            per_seed.append(g.groupby("iteration")["accuracy"].mean())
+            per_seed.append(100 * g.groupby("iteration")["accuracy"].mean())
         per_seed = [x for x in per_seed if len(x)]
         if not per_seed:
             continue
@@ -161,12 +173,12 @@ def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
         what = "dips right after a boundary that recover within the task = stability gap"
     else:
         what = "no dip that recovers: drops after boundaries are forgetting, not a gap"
-    ax.set(xlabel="training iteration", ylabel="accuracy", ylim=(0, 1.02),
+    ax.set(xlabel="training iteration", ylabel="accuracy (percent)", ylim=(0, 102),
            title=f"{scenario} / {strategy}: each task {'' if free else 'from its start '}(mean over {len(logs)} "
                  f"seed(s), band min-max)\n"
                  f"{what}")
     _legend(ax)
-    return _save(fig, out / io.path_segment(f"{scenario}_tasks_{strategy.split(' ')[0]}.png"))
+    return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_tasks_{strategy.split(' ')[0]}.png"))
 
 
 def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
@@ -176,6 +188,7 @@ def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
     window = max(5, int(task_len * 0.25))
     n = max(1, len(bounds))
     fig, axes = _figure(1, n, figsize=(3.2 * n + 2, 3.8), sharey=True, squeeze=False)
+    colours = strategy_colours(runs)  # the colours of the other figures, whoever is left out here
     without = []
     for strategy, seeds in runs.items():
         if strategy in free or not boundaries(next(iter(seeds.values()))):
@@ -188,14 +201,15 @@ def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
                 whole = old.groupby("iteration")["task"].nunique() == k + 1  # not a look at some tasks
                 curves.append(old.groupby("iteration")["accuracy"].mean()[whole])
             c = pd.concat(curves, axis=1).mean(1)
-            axes[0, k].plot(c.index - b, c.to_numpy(), lw=1.2, marker=".", ms=2, label=strategy)
+            axes[0, k].plot(c.index - b, 100 * c.to_numpy(), lw=1.2, marker=".", ms=2, label=strategy,
+                            color=colours[strategy])
     for k in range(len(bounds)):
         axes[0, k].set(title=f"after boundary {k + 1}", xlabel="updates into the new task")
-    axes[0, 0].set_ylabel("mean accuracy on old tasks")
+    axes[0, 0].set_ylabel("mean accuracy on old tasks (percent)")
     _legend(axes[0, -1])
     note = f" ({', '.join(without)}: no task boundaries, left out)" if without else ""
     fig.suptitle(f"{scenario}: old tasks' accuracy right after each task switch (mean over seeds){note}")
-    return _save(fig, out / io.path_segment(f"{scenario}_gap_zoom.png"))
+    return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_gap_zoom.png"))
 
 
 def _matrices(scenario, runs, out) -> Path:
@@ -203,17 +217,19 @@ def _matrices(scenario, runs, out) -> Path:
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
     fig, axes = _figure(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    image = None
     for ax, (strategy, seeds) in zip(axes.flat, runs.items()):
         R = np.nanmean([metrics.accuracy_matrix(log) for log in seeds.values()], axis=0)
-        ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+        image = ax.imshow(100 * R, vmin=0, vmax=100, cmap="viridis")
         for (i, j), v in np.ndenumerate(R):
             ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k",
                     in_layout=False)  # inside its cell: the layout need not measure 25 texts per axes
         ax.set(title=strategy, xlabel="evaluated task", ylabel="after training task")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (percent)")
     fig.suptitle(f"{scenario}: accuracy matrix R (percent, mean over seeds)")
-    return _save(fig, out / io.path_segment(f"{scenario}_matrix.png"))
+    return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_matrix.png"))
 
 
 def _bars(scenario, runs, out) -> Path:
@@ -223,6 +239,11 @@ def _bars(scenario, runs, out) -> Path:
         logs = [metrics.as_log(log) for log in runs[strategy].values()]
         for m in vals:
             vals[m].append([getattr(metrics, m)(log) for log in logs])
+    # in the leaderboard's order: by ACC, a strategy with a diverged run last
+    order = sorted(range(len(names)), key=lambda i: ("DIVERGED" in names[i], -np.nan_to_num(
+        np.nanmean(np.array(vals["acc"][i], dtype=float)) if np.isfinite(vals["acc"][i]).any() else -1.0)))
+    names = [names[i] for i in order]
+    vals = {m: [v[i] for i in order] for m, v in vals.items()}
     x = np.arange(len(names))
     fig, ax = _figure(figsize=(max(7, 1.2 * len(names) + 2), 4.2))
     for k, (m, label) in enumerate((("acc", "ACC (final)"), ("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"))):
@@ -236,7 +257,7 @@ def _bars(scenario, runs, out) -> Path:
     ax.set(ylabel="percent", ylim=(0, 100),
            title=f"{scenario}: final vs worst-case accuracy (mean over {n} seed(s), error bar: 95% CI)")
     _legend(ax)
-    return _save(fig, out / io.path_segment(f"{scenario}_bars.png"))
+    return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_bars.png"))
 
 
 def _figure(*grid, figsize, **kw):
