@@ -246,29 +246,90 @@ def check_resources(cpus_per_run: float, gpus_per_run: float) -> None:
 def ray_tasks(todo: Todo, cpus_per_run: float = 1, gpus_per_run: float = 0) -> Iterator[Outcome]:
     """Each run a Ray task (on an initialised Ray, see ``ray_session``) holding ``cpus_per_run``
     CPUs and ``gpus_per_run`` GPUs. A run that raises is retried in its task (``run_guarded``);
-    a worker that dies is retried once by Ray (``max_retries``) and then recorded failed. Workers
-    write the run folders themselves: on a multi-node cluster ``--out`` (and the data) must be on a
-    filesystem every node mounts, as Ray Tune's storage must. Ctrl-C cancels what is left."""
+    a worker that dies is retried once by Ray (``max_retries``) and then recorded failed.
+
+    Results travel through Ray, not through a file system: the worker makes the run in a temporary
+    folder of its own node (``run_elsewhere``) and returns the folder's files; the driver writes
+    them into ``--out`` atomically, as the local executors do. So no node needs to share ``--out``
+    with the driver (the data, though, must be on every node). Ctrl-C cancels what is left."""
     import ray
 
-    task = ray.remote(run_guarded).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
-                                           max_retries=ATTEMPTS - 1, retry_exceptions=False)
-    refs = {task.remote(_portable(config), str(Path(out).resolve())): (config, out) for config, out in todo}
+    task = ray.remote(run_elsewhere).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                             max_retries=ATTEMPTS - 1, retry_exceptions=False)
+    refs = {task.remote(_portable(config)): (config, out) for config, out in todo}
     try:
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
                 config, out = refs.pop(ref)
                 try:
-                    outcome = ray.get(ref)
+                    outcome, files = ray.get(ref)
                 except ray.exceptions.RayError as e:
                     yield died(config, out, str(e).strip().splitlines()[0])
                     continue
-                yield dataclasses.replace(outcome, config=plain(config), out=out)
+                write_folder(Path(out), files)
+                yield dataclasses.replace(outcome, config=plain(config), out=Path(out))
     except BaseException:
         for ref in refs:
             ray.cancel(ref, force=True)
         raise
+
+
+def run_elsewhere(config: RunConfig | ResolvedRun) -> tuple[Outcome, dict[str, bytes]]:
+    """On a worker of any node: the run made in a temporary folder of this node (removed after),
+    and the files of its run folder (or of its failure record) to send back."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="clbench-run-"))
+    try:
+        out = scratch / "run"
+        outcome = run_guarded(config, out)
+        if outcome.failed:  # say where: a node may lack what the others have (the data, a module)
+            record = io.read_json(out / ERROR_FILE)
+            record["node"] = _node_name()
+            record["error"] = outcome.error = f"on node {record['node']}: {outcome.error}"
+            io.write_json(out / ERROR_FILE, record)
+        files = {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()} \
+            if out.is_dir() else {}
+        return dataclasses.replace(outcome, out=Path("run")), files
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _node_name() -> str:
+    import socket
+
+    try:
+        import ray
+
+        return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+    except Exception:  # noqa: BLE001 - outside Ray, or no address to tell
+        return socket.gethostname()
+
+
+def write_folder(out: Path, files: dict[str, bytes]) -> None:
+    """A run folder from the files a worker sent: filled beside it, then renamed into place (a
+    folder is whole or absent, as ``run.record`` makes it); a failure record replaces nothing but
+    itself, so a complete folder is never lost to a later failed attempt."""
+    if set(files) == {ERROR_FILE}:
+        out.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_text(out / ERROR_FILE, files[ERROR_FILE].decode())
+        return
+    import shutil
+
+    staging = io.staging_dir(out)
+    try:
+        for name, data in files.items():
+            target = (staging / name).resolve()
+            if staging.resolve() not in target.parents:  # a name from the wire stays inside the folder
+                raise RuntimeError(f"a worker sent a file outside its run folder: {name!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    io.commit_dir(staging, out)
 
 
 def _portable(config: RunConfig | ResolvedRun) -> RunConfig | ResolvedRun:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -41,7 +42,8 @@ def test_a_run_that_raises_in_a_ray_worker_fails_alone(capsys, tmp_path, ray_ins
                                "--seeds", "0,1", *TINY, "--out", str(out))
     assert code == 1 and "1 run(s) failed" in err and "Traceback" not in err
     error = json.loads((out / "runs/split-digits/tests.faulty:RaisesOnSeed1/seed1/error.json").read_text())
-    assert error["error"] == "RuntimeError: out of cheese" and error["attempts"] == 2
+    # the driver wrote the record the worker sent, saying on which node it failed
+    assert error["error"] == f"on node {error['node']}: RuntimeError: out of cheese" and error["attempts"] == 2
     lb = pd.read_csv(out / "leaderboard.csv").set_index("strategy")
     assert lb.loc["finetune", "n_seeds"] == 2 and lb.loc["tests.faulty:RaisesOnSeed1", "n_seeds"] == 1
     assert lb.loc["tests.faulty:RaisesOnSeed1", "n_failed"] == 1
@@ -235,3 +237,23 @@ def test_an_address_where_nothing_listens_is_one_line_within_seconds(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "nothing answers at 127.0.0.1:1" in done.stderr and time.monotonic() - start < 60
     assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_sends_its_run_folder_back_and_keeps_nothing(tmp_path):
+    """What a Ray task runs on a node that shares no file system with the driver: the run in a
+    temporary folder of its own, removed afterwards, and the folder's files returned."""
+    import tempfile
+
+    from clbench.run.runner import RunConfig
+    from clbench.sweep.executors import run_elsewhere, write_folder
+
+    before = set(Path(tempfile.gettempdir()).glob("clbench-run-*"))
+    outcome, files = run_elsewhere(RunConfig(strategy="finetune", iterations=3, eval_every=3, eval_subset=10))
+    assert not outcome.failed and {"config.json", "curves.csv", "summary.json"} <= set(files)
+    assert set(Path(tempfile.gettempdir()).glob("clbench-run-*")) == before  # nothing left on the node
+    write_folder(tmp_path / "runs" / "seed0", files)
+    assert (tmp_path / "runs" / "seed0" / "curves.csv").read_bytes() == files["curves.csv"]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["seed0"]  # no staging left beside it
+    with pytest.raises(RuntimeError, match="outside its run folder"):
+        write_folder(tmp_path / "runs" / "seed1", {"../../escape.txt": b"x"})
+    assert not (tmp_path / "escape.txt").exists()
