@@ -64,6 +64,13 @@ def _scalars(summary: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def run_tags(summary: dict) -> dict[str, str]:
+    """What a run is, as tracker tags to filter by: scenario, strategy, setting, seed (and its
+    ordering seed where the experiment varies the ordering)."""
+    keys = ("scenario", "strategy", "setting", "seed", "ordering_seed")
+    return {k: str(summary[k]) for k in keys if summary.get(k) is not None}
+
+
 def _evaluations(curves: pd.DataFrame):
     """Per evaluation: (iteration, {task<k>: accuracy, ..., seen_mean: mean over trained tasks})."""
     for _, g in curves.groupby("eval_step", sort=True):
@@ -109,6 +116,7 @@ def log_wandb(root: Path, run_dir: Path) -> None:
     (root / "wandb").mkdir(exist_ok=True)
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "clbench"), name=run_name(run_dir),
                      group=root.name, dir=str(root), config=_flat(config), reinit="create_new",
+                     tags=[f"{k}:{v}" for k, v in run_tags(summary).items()],
                      mode=os.environ.get("WANDB_MODE", "offline"), settings=wandb.Settings(silent=True))
     try:
         losses = dict(zip(train["iteration"].astype(int), train["loss"].astype(float)))
@@ -135,13 +143,15 @@ def log_mlflow(root: Path, run_dir: Path) -> None:
     rid = run.info.run_id
     try:
         params = {k[:250]: str(v)[:500] for k, v in _flat(config).items()}
-        client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+        client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in params.items()],
+                         tags=[mlflow.entities.RunTag(k, v) for k, v in run_tags(summary).items()])
         ts = 0
-        metrics = [mlflow.entities.Metric(k.replace("/", "."), v, ts, it)
+        # the same names as TensorBoard's and W&B's (MLflow takes "/" in a key)
+        metrics = [mlflow.entities.Metric(k, v, ts, it)
                    for it, values in _evaluations(curves) for k, v in values.items()]
-        metrics += [mlflow.entities.Metric("train.loss", float(v), ts, int(i))
+        metrics += [mlflow.entities.Metric("train/loss", float(v), ts, int(i))
                     for i, v in zip(train["iteration"], train["loss"])]
-        metrics += [mlflow.entities.Metric(f"summary.{k}", v, ts, 0) for k, v in _scalars(summary).items()]
+        metrics += [mlflow.entities.Metric(f"summary/{k}", v, ts, 0) for k, v in _scalars(summary).items()]
         for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
             client.log_batch(rid, metrics=metrics[start:start + 1000])
         client.log_artifact(rid, str(run_dir / "curves.csv"))

@@ -49,10 +49,13 @@ def test_mlflow_holds_the_runs_curves_params_and_metrics(logged):
     client = mlflow.MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
     (mlrun,) = client.search_runs([client.get_experiment_by_name(out.name).experiment_id])
     assert mlrun.info.run_name == "split-digits/finetune/seed0" and mlrun.info.status == "FINISHED"
-    history = {m.step: m.value for m in client.get_metric_history(mlrun.info.run_id, "accuracy.task0")}
+    # the same metric names as TensorBoard's, and tags to filter runs by
+    history = {m.step: m.value for m in client.get_metric_history(mlrun.info.run_id, "accuracy/task0")}
     assert history == pytest.approx(_task0(curves))
-    assert mlrun.data.metrics["summary.acc"] == pytest.approx(summary["acc"])
+    assert mlrun.data.metrics["summary/acc"] == pytest.approx(summary["acc"])
     assert mlrun.data.params["run.strategy"] == "finetune" and mlrun.data.params["run.seed"] == "0"
+    assert {k: mlrun.data.tags[k] for k in ("scenario", "strategy", "seed")} == {
+        "scenario": "split-digits", "strategy": "finetune", "seed": "0"}
 
 
 def test_wandb_writes_an_offline_run(logged):
