@@ -44,6 +44,27 @@ def check_merge(runs: pd.DataFrame, roots: list[Path], allow_different: bool) ->
                              "pass --allow-different to keep them as separate rows")
 
 
+#: what identifies a run, first in ``runs.csv``
+RUN_KEYS = ["scenario", "setting", "strategy", "label", "seed", "ordering_seed"]
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs.csv``: one row per run, for pandas without globbing summary.json: what identifies it,
+    every metric and cost as a column (fractions, as in the files), its strategy's parameters as
+    ``param.<name>`` and its settings as ``setting.<name>`` columns (not JSON strings), its folder."""
+    out = runs.copy()
+    for column, prefix in (("params", "param."), ("settings", "setting.")):
+        if column in out:
+            values = [json.loads(v) if isinstance(v, str) and v else {} for v in out.pop(column)]
+            expanded = pd.DataFrame([{prefix + k: (json.dumps(x) if isinstance(x, (list, dict)) else x)
+                                      for k, x in v.items()} for v in values], index=out.index)
+            out = pd.concat([out, expanded], axis=1)
+    out = out.drop(columns=[c for c in ("own_settings", "root") if c in out])
+    first = [c for c in RUN_KEYS if c in out]
+    return out[first + [c for c in out.columns if c not in first]].sort_values(
+        [c for c in ("scenario", "strategy", "seed") if c in out], kind="stable").reset_index(drop=True)
+
+
 def _root_of(run: Path, roots: list[Path]) -> str:
     for root in roots:
         if run.is_relative_to(root):
@@ -62,6 +83,7 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, all
     if lb.empty:
         return lb
     io.write_csv(out / "leaderboard.csv", lb)
+    io.write_csv(out / "runs.csv", runs_table(runs))
     note = ("Accuracies in percent. Every metric column shows the mean over seeds ± the half-width of its 95% "
             "confidence interval (Student's t; std in leaderboard.csv); cost columns show the mean. One format per "
             "column; \"(k/N runs)\": only k of the row's N runs measured it (the mean is theirs); n/a: no run "

@@ -324,7 +324,8 @@ def to_toml(exp: Experiment) -> str:
 # ---------------------------------------------------------------- running
 
 #: what an experiment writes in its folder: ``--force`` removes these (and only these)
-EXPERIMENT_OUTPUTS = ("runs", "plots", "leaderboard.csv", "leaderboard.md", "experiment.toml")
+EXPERIMENT_OUTPUTS = ("runs", "plots", "leaderboard.csv", "leaderboard.md", "leaderboard.tex", "runs.csv",
+                      "experiment.toml")
 
 
 def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
@@ -378,7 +379,7 @@ def remove_outputs(root: Path) -> None:
                     if plot.is_file() and plot.suffix in PLOT_SUFFIXES:
                         plot.unlink()
             _prune(root / name)
-    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.tex", "experiment.toml"):
+    for name in EXPERIMENT_OUTPUTS[2:]:
         (root / name).unlink(missing_ok=True)
     kept = [str(p.relative_to(root)) for name in ("runs", "plots") if (root / name).is_dir()
             for p in (root / name).rglob("*") if p.is_file()]

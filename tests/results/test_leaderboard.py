@@ -173,3 +173,19 @@ def test_every_cell_says_what_its_header_says_on_hand_made_runs():
     assert table.loc["b", "WF10 noise floor"] == "2.0 ± 0.0"
     # identical paired differences: the t-test is undefined, not "worse (p=0)"
     assert lb.loc["b", "acc_vs_reference"] == "n/a" and np.isnan(lb.loc["b", "acc_p_vs_reference"])
+
+
+def test_runs_csv_has_one_row_per_run_with_parameters_as_columns(tmp_path):
+    from clbench.results.leaderboard import write_leaderboard
+    from clbench.sweep.experiment import Experiment, run_experiment
+
+    exp = Experiment(strategies=["finetune", "er"], seeds=[0, 1], iterations=3, eval_every=3, eval_subset=10,
+                     params={"er": {"buffer": "class-balanced"}})
+    run_experiment(exp, tmp_path, show_progress=False)
+    write_leaderboard([tmp_path], tmp_path)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 4 and list(runs.columns[:5]) == ["scenario", "setting", "strategy", "label", "seed"]
+    assert sorted(zip(runs["strategy"], runs["seed"])) == [("er", 0), ("er", 1), ("finetune", 0), ("finetune", 1)]
+    er = runs[runs["strategy"] == "er"]
+    assert (er["param.buffer"] == "class-balanced").all() and runs["setting.iterations"].eq(3).all()
+    assert "params" not in runs and "settings" not in runs and runs["acc"].between(0, 1).all()
