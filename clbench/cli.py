@@ -362,13 +362,21 @@ class RunsFailed(click.ClickException):
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex", "csv"]), default="text",
               show_default=True, help="how the table is printed; latex also writes leaderboard.tex (booktabs)")
 @click.option("--reference", help="row to test every other row against (paired t-test on ACC) [the best row]")
-def report(dirs, out, allow_different, fmt, reference):
+@click.option("--columns", help="metric columns of the latex table, comma-separated (clbench list metrics; cost: "
+              "train_flops, memory_samples, memory_bytes, wall_seconds) [acc,min_acc,wc_acc,forgetting,gap_depth,"
+              "gap_unrecovered,train_flops,memory_samples]")
+@click.option("--caption", help="the latex table's caption (it then becomes a table float labelled tab:<folder>)")
+def report(dirs, out, allow_different, fmt, reference, columns, caption):
     """Rebuild the leaderboard from the run folders of one or more experiments (merging them),
-    recomputing every metric from the runs' curves.csv."""
+    recomputing every metric from the runs' curves.csv. ``--format latex`` writes a table for a
+    paper: the chosen columns, constant ones left out, the best value of each column bold."""
     from clbench.common import io
     from clbench.results.leaderboard import write_leaderboard
-    from clbench.results.tables import people_table, render
+    from clbench.results.tables import paper_columns, paper_table, people_table, render
 
+    if fmt != "latex" and (columns or caption):
+        raise InputError("--columns and --caption are for --format latex")
+    chosen = paper_columns(columns)
     roots = [Path(d) for d in dirs]
     for r in roots:
         if not r.is_dir():
@@ -377,7 +385,8 @@ def report(dirs, out, allow_different, fmt, reference):
     lb = write_leaderboard(roots, target, recompute=True, allow_different=allow_different, reference=reference)
     if lb.empty:
         raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
-    table = render(people_table(lb), fmt)
+    table = render(paper_table(lb, chosen), fmt, caption, f"tab:{target.resolve().name}") if fmt == "latex" \
+        else render(people_table(lb), fmt)
     click.echo(table)
     if fmt == "latex":
         io.atomic_write_text(target / "leaderboard.tex", table)

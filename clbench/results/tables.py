@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from clbench.common.errors import InputError
 from clbench.results.columns import ACCURACY_LIKE, BETTER, COST, DECIMALS, LABELS, RANGE, VERDICTS
 
 
@@ -123,27 +124,70 @@ def to_text(table: pd.DataFrame) -> str:
     return table.to_string(index=False)
 
 
-#: unicode of the people table that LaTeX's text mode lacks, as math (after escaping)
-LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$"}
+#: unicode of the people table that LaTeX's text mode lacks, as math (after escaping); the minus
+#: sign of a number and the marks of a best value are put in by ``paper_table``
+LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "−": r"$-$",
+                 "⟦": r"\textbf{", "⟧": "}"}
+#: the columns of a table for a paper (``--columns`` chooses others): accuracy, the stability gap
+#: apart from forgetting, and cost beside them; eight fit a page's width
+PAPER_COLUMNS = ["acc", "min_acc", "wc_acc", "forgetting", "gap_depth", "gap_unrecovered", "train_flops",
+                 "memory_samples"]
 
 
-def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
+def paper_columns(text: str | None) -> list[str] | None:
+    """``--columns``: metric names, comma-separated, checked (None: ``PAPER_COLUMNS``)."""
+    if not text:
+        return None
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [m for m in chosen if m not in LABELS or m.endswith("_se")]
+    if unknown or not chosen:
+        raise InputError(f"unknown column(s) {', '.join(unknown) or text!r}; choose from "
+                         f"{', '.join(m for m in LABELS if not m.endswith('_se'))}")
+    return chosen
+
+
+def paper_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The people table cut for a paper: the chosen metric columns only (``PAPER_COLUMNS`` by
+    default), the scenario, setting and parameter columns only where rows differ in them, numbers
+    with a minus sign rather than a hyphen, and the best value of each column marked bold (among
+    rows with no diverged run whose every run measured it, by the column's direction; ties all)."""
+    metrics = metrics or PAPER_COLUMNS
+    full = people_table(lb, metrics)
+    keep = [c for c in ("scenario", "strategy", "setting", "params")
+            if c == "strategy" or full[c].nunique() > 1]
+    t = full[keep + [_header(m) for m in metrics]].copy()
+    healthy = lb["n_diverged"].eq(0) if "n_diverged" in lb else pd.Series(True, index=lb.index)
+    for m in metrics:
+        column = _header(m)
+        t[column] = t[column].str.replace(r"(?<![\w.])-(?=\d)", "−", regex=True)
+        # a mean over every run of the row (a survivors' mean is no best)
+        whole = lb[f"{m}_n"].eq(lb["n_runs"]) if f"{m}_n" in lb and "n_runs" in lb else True
+        means = pd.to_numeric(lb[f"{m}_mean"], errors="coerce").where(healthy & whole)
+        if BETTER.get(m) and means.notna().any():
+            best = means.max() if BETTER[m] == "↑" else means.min()
+            for row in means.index[means == best]:  # ties all bold
+                t.loc[row, column] = f"⟦{t.loc[row, column]}⟧"
+    return t
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
     """A booktabs tabular (pandas' Styler, cells and headers escaped) that compiles as it is, with
-    \\usepackage{booktabs}; ±, ↑ and ↓ become math."""
+    \\usepackage{booktabs}; ±, ↑ and ↓ become math; with a caption, a table float with ``label``."""
+    text_columns = sum(1 for c in table.columns if c in ("scenario", "strategy", "setting", "params"))
     styler = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    text = styler.to_latex(hrules=True, column_format="l" * 4 + "r" * (len(table.columns) - 4),
-                           caption=caption, position="t" if caption else None)
+    text = styler.to_latex(hrules=True, column_format="l" * text_columns + "r" * (len(table.columns) - text_columns),
+                           caption=caption, label=label if caption else None, position="t" if caption else None)
     for symbol, latex in LATEX_SYMBOLS.items():
         text = text.replace(symbol, latex)
     return text
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
+def render(table: pd.DataFrame, fmt: str, caption: str | None = None, label: str | None = None) -> str:
     """The people table as ``text``, ``markdown``, ``latex`` or ``csv``."""
     if fmt == "markdown":
         return to_markdown(table)
     if fmt == "latex":
-        return to_latex(table)
+        return to_latex(table, caption, label)
     if fmt == "csv":
         return table.to_csv(index=False)
     return to_text(table)

@@ -189,3 +189,25 @@ def test_runs_csv_has_one_row_per_run_with_parameters_as_columns(tmp_path):
     er = runs[runs["strategy"] == "er"]
     assert (er["param.buffer"] == "class-balanced").all() and runs["setting.iterations"].eq(3).all()
     assert "params" not in runs and "settings" not in runs and runs["acc"].between(0, 1).all()
+
+
+def test_the_latex_table_for_a_paper_has_the_chosen_columns_and_bolds_the_best():
+    from clbench.results.aggregate import leaderboard
+    from clbench.results.tables import paper_table, to_latex
+
+    runs = _runs([
+        {"strategy": "a", "seed": 0, "acc": 0.50, "bwt": -0.10, "gap_depth": 0.30},
+        {"strategy": "a", "seed": 1, "acc": 0.60, "bwt": -0.12, "gap_depth": float("nan")},
+        {"strategy": "b", "seed": 0, "acc": 0.70, "bwt": -0.20, "gap_depth": 0.40},
+        {"strategy": "b", "seed": 1, "acc": 0.72, "bwt": -0.22, "gap_depth": 0.44},
+    ])
+    table = paper_table(leaderboard(runs), ["acc", "bwt", "gap_depth"])
+    # scenario, setting and params are the same in every row: left out
+    assert list(table.columns) == ["strategy", "ACC ↑", "BWT ↑", "gap depth ↓"]
+    rows = table.set_index("strategy")
+    assert rows.loc["b", "ACC ↑"].startswith("⟦71.0") and not rows.loc["a", "ACC ↑"].startswith("⟦")
+    assert rows.loc["a", "BWT ↑"].startswith("⟦−11.0")  # a minus sign, not a hyphen
+    # a's gap depth is the mean of one run of two: no best; b's is
+    assert rows.loc["b", "gap depth ↓"].startswith("⟦") and "(1/2 runs)" in rows.loc["a", "gap depth ↓"]
+    latex = to_latex(table, "Two methods.", "tab:x")
+    assert r"\textbf{71.0" in latex and r"$-$11.0" in latex and r"\label{tab:x}" in latex and "⟦" not in latex
