@@ -108,7 +108,7 @@ def test_every_readme_command_runs(commands, tmp_path):
 
 
 def test_the_own_loop_example_is_deterministic_and_its_metrics_are_measured(tmp_path):
-    """The README's own-loop example, run twice: the same line both times (the seed is set before the
+    """The README's own-loop example, run as written, twice: the same line both times (the seed is set before the
     model is built), and every metric it prints measured (a loop that skipped the evaluations at task
     ends would print nan forgetting)."""
     import subprocess

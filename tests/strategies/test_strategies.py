@@ -162,18 +162,6 @@ def test_unknown_strategy_and_parameter_errors():
         create("er", nn.Linear(2, 2), mem_size="lots")
 
 
-def test_user_loop_example_from_readme():
-    """The README's 'own loop' example, run as written."""
-    import re
-    from pathlib import Path
-
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    code = re.search(r"<!-- user-loop -->\s*```python\n(.*?)```", readme.read_text(), re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README-user-loop", "exec"), namespace)
-    assert namespace["accuracy"] > 0.5
-
-
 @pytest.mark.parametrize("variant", ["exact", "empirical"])
 @pytest.mark.parametrize("setting", ["class-il", "task-il"])
 def test_fast_linear_fisher_equals_per_sample_gradients(variant, setting):
