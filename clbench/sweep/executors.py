@@ -140,8 +140,13 @@ def _pool_round(todo: Todo, jobs: int):
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
-                config, out = waiting.pop(0)
-                running[pool.submit(run_guarded, config, str(out))] = (config, out)
+                config, out = waiting[0]
+                try:
+                    future = pool.submit(run_guarded, config, str(out))
+                except BrokenProcessPool:  # a worker died since the last wait: the same as seen there
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    return list(running.values()), waiting
+                running[future] = waiting.pop(0)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
                 try:
