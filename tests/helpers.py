@@ -120,3 +120,16 @@ def synthetic_dataset(n_classes=4, per_class=30, side=8, seed=0, test_per_class=
         return TensorData(x, y, (0.1,), (0.3,))
 
     return make(per_class), make(test_per_class), [str(c) for c in range(n_classes)]
+
+
+class RunsAShellCommand:
+    """What an attacker leaves in a data folder or a checkpoint: unpickling it runs ``touch marker``
+    (through os.system), so a test sees whether a loader ran code from a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)

@@ -211,8 +211,8 @@ def parse_seeds(text: str) -> list[int]:
             seeds.append(int(part))
         else:
             raise InputError(f"bad seed {part!r}: give seeds as 0,1,2 or a range like 0-4")
-        if seeds and max(seeds) > MAX_SEED:
-            raise InputError(f"seed {max(seeds)} is too large: seeds go from 0 to {MAX_SEED}")
+    if seeds and max(seeds) > MAX_SEED:
+        raise InputError(f"seed {max(seeds)} is too large: seeds go from 0 to {MAX_SEED}")
     if len(set(seeds)) != len(seeds):
         raise InputError(f"seed list {text!r} repeats a seed")
     return seeds

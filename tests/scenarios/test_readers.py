@@ -6,7 +6,7 @@ import pytest
 from clbench.scenarios import InputError, load_dataset
 from clbench.scenarios.readers import read_idx, write_idx
 from clbench.scenarios.sources import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
-from tests.helpers import make_cifar10, make_cifar100, make_idx_dataset
+from tests.helpers import RunsAShellCommand, make_cifar10, make_cifar100, make_idx_dataset
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -122,25 +122,13 @@ def test_digits_come_from_scikit_learns_file_without_importing_it():
         assert n_test == round(0.2 * (n_test + n_train))
 
 
-class _RunsAShellCommand:
-    """What an attacker leaves in a data folder: unpickling it calls os.system."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path):
     import pickle
 
     make_cifar100(tmp_path)
     marker = tmp_path / "pwned"
     with open(tmp_path / "cifar-100-python" / "meta", "wb") as f:
-        pickle.dump({b"fine_label_names": _RunsAShellCommand(marker)}, f)
+        pickle.dump({b"fine_label_names": RunsAShellCommand(marker)}, f)
     with pytest.raises(InputError, match="refers to posix.system, which the format never holds"):
         load_cifar100(root=tmp_path)
     assert not marker.exists()

@@ -9,7 +9,7 @@ from clbench.scenarios import InputError, split
 from clbench.scenarios.stream import epoch_batches, sequential
 from clbench.strategies import ER, NMC, ViewBatch, build_model
 from clbench.strategies.viewbatch import view_consistency_loss
-from tests.helpers import synthetic_dataset
+from tests.helpers import RunsAShellCommand, synthetic_dataset
 
 # ---------------------------------------------------------------- NMC
 
@@ -77,19 +77,9 @@ def test_nmc_on_a_checkpoint_backbone(tmp_path):
     assert nmc.embed(torch.randn(3, 1, 8, 8)).shape == (3, 16)
 
 
-class _RunsAShellCommand:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_a_checkpoint_that_would_run_code_is_refused_and_never_runs(tmp_path):
     marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
-    torch.save({"arch": "mlp", "state_dict": _RunsAShellCommand(marker)}, path)
+    torch.save({"arch": "mlp", "state_dict": RunsAShellCommand(marker)}, path)
     with pytest.raises(InputError, match="holds more than weights.*trusted-checkpoint:"):
         NMC(backbone=f"checkpoint:{path}")
     assert not marker.exists()
