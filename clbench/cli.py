@@ -169,9 +169,11 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
     if jobs is not None:
         raise InputError("--jobs is for the local executor; Ray runs as many runs as the cluster's CPUs hold "
                          "(--cpus-per-run each)")
+    from clbench.common.imports import own_modules
     from clbench.sweep import executors
 
-    stack.enter_context(executors.ray_session(address))
+    modules = own_modules([*exp.scenarios, *exp.strategies])
+    stack.enter_context(executors.ray_session(address, modules))
     cpus = cpus_per_run or exp.threads
     gpus = gpus_per_run if gpus_per_run is not None else (1 if exp.device.startswith("cuda") else 0)
     executors.check_resources(cpus, gpus)  # before anything is written
@@ -270,6 +272,8 @@ def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet:
         click.echo(to_text(people_table(lb)))
     click.echo(f"\n{counts['done']} run(s) done, {counts['skipped']} already complete; results in {root}/ "
                f"(leaderboard.csv, leaderboard.md{', plots/' if plots else ''})")
+    if counts["nodes"]:
+        click.echo("runs per Ray node: " + ", ".join(f"{node}: {n}" for node, n in sorted(counts["nodes"].items())))
     return counts
 
 

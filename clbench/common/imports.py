@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from clbench.common.errors import InputError
@@ -54,3 +55,35 @@ def plugin_names(group: str) -> list[str]:
     from importlib.metadata import entry_points
 
     return [ep.name for ep in entry_points(group=group)]
+
+
+def own_modules(names: Iterable[str]) -> list[str]:
+    """The files or folders of the user's own top-level modules among ``names`` (scenario and strategy
+    names; import paths ``package.module:name`` name one): those not installed where Python keeps
+    packages, so a worker on another machine may lack them (``executors.ray_session`` ships them).
+    A module that cannot be found is left out: importing it fails with its own message."""
+    import importlib.util
+    import sysconfig
+    from pathlib import Path
+
+    installed = {Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if (p := sysconfig.get_paths().get(key))}
+    found: dict[str, None] = {}
+    for name in names:
+        module_name, sep, _ = name.partition(":")
+        top = module_name.split(".")[0]
+        if not sep or not top or top == "clbench":
+            continue
+        if os.getcwd() not in sys.path:  # as import_object finds it
+            sys.path.append(os.getcwd())
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+            continue
+        path = Path(spec.origin).resolve()
+        path = path.parent if path.name == "__init__.py" else path
+        if not any(folder == path or folder in path.parents for folder in installed):
+            found[str(path)] = None
+    return list(found)

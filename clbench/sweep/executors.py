@@ -38,6 +38,8 @@ class Outcome:
     out: Path
     summary: dict[str, Any] | None = None
     error: str | None = None
+    #: the Ray node it ran on (``host address node-id``), for runs made as Ray tasks
+    node: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -184,10 +186,14 @@ def _exit_with_parent(sentinel: int) -> None:
 # ---------------------------------------------------------------- Ray
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None):
+def ray_session(address: str | None = None, modules: list[str] | None = None):
     """Ray for the duration of a command: the instance already initialised in this process (tests,
     notebooks), else the cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:10001``),
-    else a local instance on this machine's cores, shut down afterwards."""
+    else a local instance on this machine's cores, shut down afterwards. ``modules``: the files or
+    folders of the user's own modules (``imports.own_modules``), shipped to every worker through
+    Ray's runtime environment (``py_modules``), so a ``my_data.py`` beside the experiment is
+    importable on nodes that do not have it. Ray takes local modules only for a whole job, so a Ray
+    initialised before clbench (a notebook's ``ray.init``) must be given them there."""
     try:
         import ray
     except ImportError:
@@ -202,7 +208,8 @@ def ray_session(address: str | None = None):
     try:
         # without --address, a private instance ("local"), never a cluster already started on the
         # machine (Ray's current-cluster file or RAY_ADDRESS would otherwise be joined)
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="warning")
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="warning",
+                 runtime_env={"py_modules": modules} if modules else None)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise InputError(f"cannot start or join {where}: {str(e).strip().splitlines()[0]}") from None
@@ -256,7 +263,10 @@ def ray_tasks(todo: Todo, cpus_per_run: float = 1, gpus_per_run: float = 0) -> I
     Results travel through Ray, not through a file system: the worker makes the run in a temporary
     folder of its own node (``run_elsewhere``) and returns the folder's files; the driver writes
     them into ``--out`` atomically, as the local executors do. So no node needs to share ``--out``
-    with the driver (the data, though, must be on every node). Ctrl-C cancels what is left."""
+    with the driver (the data, though, must be on every node; own modules travel with the job, see
+    ``ray_session``). A node lost mid-sweep loses nothing: Ray makes its runs again elsewhere
+    (``max_retries``; a result lost with its node is rebuilt from its task). Ctrl-C cancels what is
+    left."""
     import ray
 
     task = ray.remote(run_elsewhere).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
@@ -297,18 +307,21 @@ def run_elsewhere(config: RunConfig | ResolvedRun) -> tuple[Outcome, dict[str, b
             io.write_json(out / ERROR_FILE, record)
         files = {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()} \
             if out.is_dir() else {}
-        return dataclasses.replace(outcome, out=Path("run")), files
+        return dataclasses.replace(outcome, out=Path("run"), node=_node_name()), files
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _node_name() -> str:
+    """This worker's node: host name, address and the start of Ray's node id (nodes of one
+    machine share the first two)."""
     import socket
 
     try:
         import ray
 
-        return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+        return (f"{socket.gethostname()} {ray.util.get_node_ip_address()} "
+                f"{ray.get_runtime_context().get_node_id()[:8]}")
     except Exception:  # noqa: BLE001 - outside Ray, or no address to tell
         return socket.gethostname()
 

@@ -436,7 +436,8 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
                    on_done=None, executor=None, log: list[str] | tuple[str, ...] = (), then=None) -> dict[str, Any]:
     """Run every missing run of ``exp`` under ``root``. Everything is checked before anything is
     written; a run that fails is recorded in its folder (``error.json``) and the others go on.
-    Returns counts of runs done, skipped and failed, and the failures' outcomes.
+    Returns counts of runs done, skipped and failed, the failures' outcomes, and the runs each Ray
+    node made (``nodes``, empty for the local executors).
 
     ``executor(todo)`` (optional) yields an ``Outcome`` per ``(config, out)`` pair; the default is
     this process (``jobs=1``) or a local process pool. ``log`` names trackers (``clbench.results.trackers``)
@@ -460,8 +461,11 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
         overall = progress.progress(len(todo), "runs", "run", show_progress, position=0)
         failed: list[executors.Outcome] = []
         done = 0
+        nodes: dict[str, int] = {}  # Ray node -> runs it made
         try:
             for outcome in map(_verified, executor(todo)):
+                if outcome.node and not outcome.failed:
+                    nodes[outcome.node] = nodes.get(outcome.node, 0) + 1
                 overall.set_postfix_str(f"{_name(outcome.config)} {'failed' if outcome.failed else 'done'}")
                 overall.update(1)
                 if outcome.failed:
@@ -480,7 +484,7 @@ def run_experiment(exp: Experiment, root: Path, *, force: bool = False, jobs: in
             raise Interrupted(root, sum(is_complete(run_dir(root, c)) for c in configs), len(configs)) from None
         overall.close()
         return {"done": done, "skipped": len(configs) - len(todo), "failed": len(failed), "failures": failed,
-                **({"then": then()} if then else {})}
+                "nodes": nodes, **({"then": then()} if then else {})}
 
 
 def _verified(outcome):

@@ -39,7 +39,6 @@ from clbench.common.io import is_complete
 from clbench.common.lock import folder_lock
 from clbench.run import catalog
 from clbench.run.parts import build_scenario
-from clbench.run.runner import run
 from clbench.run.settings import RunConfig, RunSettings, per_strategy_settings, validated
 from clbench.scenarios.registry import is_own, scenario_spec
 from clbench.sweep.experiment import Experiment, run_dir, to_toml
@@ -330,25 +329,62 @@ def trial_dir(root: Path, config: RunConfig, key: str) -> Path:
             / run_dir(Path("."), config).name)
 
 
-def trial_scores(exp: Experiment, strategy: str, values: dict[str, Any], root: Path, weights: dict[str, float]
-                 ) -> dict[str, Any]:
-    """Every tuning seed of one trial, each a clbench run folder (reused when complete): the mean
-    selection score on the validation split and each seed's."""
+#: the key of a trial's result that carries the files of the run folders it made (popped by the driver)
+FILES = "clbench_run_files"
+
+
+def completed_runs(root: Path, exp: Experiment, strategy: str) -> dict[str, dict[str, Any]]:
+    """On the driver: the summaries of ``strategy``'s complete trial runs under ``root``, by folder
+    relative to ``root``. A trial runs on any node, which need not see ``root``: it is told which of
+    its runs exist instead of looking."""
+    base = root / "tuning" / "runs" / io.path_segment(exp.scenarios[0]) / io.path_segment(strategy)
+    return {str(folder.parent.relative_to(root)): io.read_json(folder)
+            for folder in sorted(base.glob("trial-*/*/summary.json")) if is_complete(folder.parent)}
+
+
+def trial_scores(exp: Experiment, strategy: str, values: dict[str, Any], weights: dict[str, float],
+                 done: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, bytes]]]:
+    """Every tuning seed of one trial, each a clbench run folder: the mean selection score on the
+    validation split and each seed's, and the files of the runs made here (by folder relative to
+    the tuning's root; runs in ``done`` are read from it, not made again). The runs are made in a
+    temporary folder of this node (``executors.run_elsewhere``); a run that fails fails the trial."""
+    from clbench.sweep.executors import run_elsewhere
+
     key = trial_key(strategy, values)
-    scores, diverged = {}, 0
+    scores, diverged, made = {}, 0, {}
     for config in trial_configs(exp, strategy, values):
-        out = trial_dir(root, config, key)
-        summary = io.read_json(out / "summary.json") if is_complete(out) else run(config, out).summary
+        rel = str(trial_dir(Path("."), config, key))
+        summary = done.get(rel)
+        if summary is None:
+            outcome, files = run_elsewhere(config)
+            if outcome.failed:
+                raise RuntimeError(outcome.error)
+            summary, made[rel] = outcome.summary, files
         scores[f"seed{config.seed}"] = selection_score(summary, weights)
         diverged += summary.get("diverged_at") is not None
-    return {"score": float(np.mean(list(scores.values()))), **scores, "diverged": diverged, "trial": key}
+    return {"score": float(np.mean(list(scores.values()))), **scores, "diverged": diverged, "trial": key}, made
 
 
-def run_trial(values: dict[str, Any], *, exp: Experiment, strategy: str, root: str, weights: dict[str, float]) -> None:
-    """A Ray Tune trial (function trainable): ``trial_scores`` reported to Tune."""
+def write_trial_runs(root: Path, made: dict[str, dict[str, bytes]]) -> None:
+    """On the driver: the run folders a trial made, written under ``root`` as the executors write theirs."""
+    from clbench.sweep.executors import write_folder
+
+    runs = (root / "tuning" / "runs").resolve()
+    for rel, files in made.items():
+        out = root / rel
+        if runs not in out.resolve().parents:  # a name from the wire stays inside the tuning's runs
+            raise RuntimeError(f"a trial sent a run folder outside {runs}: {rel!r}")
+        write_folder(out, files)
+
+
+def run_trial(values: dict[str, Any], *, exp: Experiment, strategy: str, weights: dict[str, float],
+              done: dict[str, dict[str, Any]]) -> None:
+    """A Ray Tune trial (function trainable, on any node): ``trial_scores`` reported to Tune, with the
+    files of its runs, which the driver's callback writes into the tuning's folder."""
     from ray import tune
 
-    tune.report(trial_scores(exp, strategy, values, Path(root), weights))
+    scores, made = trial_scores(exp, strategy, values, weights, done)
+    tune.report({**scores, FILES: made})
 
 
 def _quiet_tune() -> None:
@@ -388,8 +424,11 @@ def tune_strategy(t: Tuning, strategy: str, root: Path, cpus: float, gpus: float
 
     exp = t.phase_experiment("tune")
     space, search, samples = search_strategy(t, strategy)
-    if not space:  # nothing to search for this strategy: its defaults are the one trial
-        return _rows(t, strategy, [({}, trial_scores(exp, strategy, {}, root, t.select), None)])
+    done = completed_runs(root, exp, strategy)
+    if not space:  # nothing to search for this strategy: its defaults are the one trial, made here
+        scores, made = trial_scores(exp, strategy, {}, t.select, done)
+        write_trial_runs(root, made)
+        return _rows(t, strategy, [({}, scores, None)])
     grid_points = math.prod(len(d.values) for d in t.dimensions(strategy) if d.kind == "grid" or t.search == "grid")
     bar = progress(samples * grid_points, f"tuning {strategy}", "trial", show_progress)
 
@@ -397,6 +436,8 @@ def tune_strategy(t: Tuning, strategy: str, root: Path, cpus: float, gpus: float
         best = -math.inf
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            # the trial's run folders, written here and dropped from what Tune keeps of the result
+            write_trial_runs(root, result.pop(FILES, {}))
             Progress.best = max(Progress.best, result.get("score", -math.inf))
             bar.update(1)
             bar.set_postfix_str(f"best validation {selection_name(t.select)} {Progress.best:.4f}")
@@ -407,7 +448,7 @@ def tune_strategy(t: Tuning, strategy: str, root: Path, cpus: float, gpus: float
     storage = (root / "tuning" / ".ray").resolve()
     shutil.rmtree(storage / strategy, ignore_errors=True)  # Tune's bookkeeping; the run folders are the state
     trainable = tune.with_resources(tune.with_parameters(run_trial, exp=exp, strategy=strategy,
-                                                         root=str(root.resolve()), weights=t.select),
+                                                         weights=t.select, done=done),
                                     {"cpu": cpus, "gpu": gpus})
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(num_samples=samples, search_alg=search, metric="score",
@@ -543,6 +584,7 @@ TUNING_OUTPUTS = ("tuning", "evaluation", "tuning.csv", "chosen.toml", MANIFEST)
 
 def _tune_and_evaluate(t: Tuning, root: Path, *, force: bool, address: str | None, cpus_per_run: float | None,
                        gpus_per_run: float | None, show_progress: bool, plots: bool) -> dict[str, Any]:
+    from clbench.common.imports import own_modules
     from clbench.results.leaderboard import write_leaderboard
     from clbench.sweep import executors
     from clbench.sweep.experiment import run_experiment
@@ -562,7 +604,8 @@ def _tune_and_evaluate(t: Tuning, root: Path, *, force: bool, address: str | Non
     cpus = cpus_per_run or t.experiment.threads
     gpus = gpus_per_run if gpus_per_run is not None else (1 if t.experiment.device.startswith("cuda") else 0)
     rows: list[dict[str, Any]] = []
-    with executors.ray_session(address):
+    modules = own_modules([t.tune_on, t.evaluate_on, *t.experiment.strategies])
+    with executors.ray_session(address, modules):
         executors.check_resources(cpus, gpus)  # before anything is written or deleted
         if force:
             for name in TUNING_OUTPUTS:
