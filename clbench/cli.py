@@ -85,6 +85,19 @@ def _settings_options(exclude: tuple[str, ...] = ()):
     return decorate
 
 
+def _plot_options(f):
+    f = click.option("--dpi", type=click.IntRange(10, 2000), default=110, show_default=True,
+                     help="resolution of png plots")(f)
+    return click.option("--plot-format", default="png", show_default=True,
+                        help="plot file formats, comma-separated: png, pdf, svg (vector graphics for a paper)")(f)
+
+
+def _plot_style(plot_format: str, dpi: int) -> dict:
+    from clbench.results.plots import plot_formats
+
+    return {"formats": plot_formats(plot_format), "dpi": dpi}
+
+
 def _executor_options(f):
     """Where the runs go: the local process pool or Ray (``run`` and ``tune``)."""
     options = [
@@ -201,10 +214,11 @@ def make_executor(kind: str, exp, jobs: int | None, address: str | None, cpus_pe
 @click.option("--force", is_flag=True, help="replace the folder's experiment: its runs, leaderboard and plots are "
               "deleted, then every run is done again")
 @click.option("--plots/--no-plots", default=True, help="draw the plots at the end")
+@_plot_options
 @click.option("--log", "trackers", multiple=True, help="also log each finished run to tensorboard, wandb (offline "
               "unless WANDB_MODE says otherwise) or mlflow; comma-separated or repeated")
 def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus_per_run, gpus_per_run, force, plots,
-        trackers, **opts):
+        plot_format, dpi, trackers, **opts):
     """Run an experiment (with no options: the default benchmark on split-digits, offline).
 
     Completed runs are skipped, so running the same command again resumes an interrupted experiment.
@@ -217,6 +231,7 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
     from clbench.sweep.experiment import Experiment, load_toml, parse_names
 
     trackers = _split(trackers)  # checked by run_experiment before anything is written
+    style = _plot_style(plot_format, dpi)
     if preset_name and config_path:
         raise click.UsageError("give --preset or --config, not both (options override either)")
     if preset_name:
@@ -241,7 +256,7 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
         runner = make_executor(executor, exp, jobs, address, cpus_per_run, gpus_per_run, stack)
         jobs = jobs or default_jobs(exp.threads, exp.device)
         counts = run_experiment_and_report(exp, root, force=force, jobs=jobs, quiet=opts["quiet"], plots=plots,
-                                           executor=runner, log=trackers)
+                                           executor=runner, log=trackers, style=style)
     if counts["failed"]:
         first = counts["failures"][0]
         raise RunsFailed(f"{counts['failed']} run(s) failed, the rest finished and are in the leaderboard "
@@ -250,7 +265,7 @@ def run(scenarios_, config_path, preset_name, out, executor, jobs, address, cpus
 
 
 def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet: bool, plots: bool, executor=None,
-                              log: list[str] | None = None) -> dict:
+                              log: list[str] | None = None, style: dict | None = None) -> dict:
     """Run what is missing of ``exp``, write its leaderboard (and plots), print the table."""
     from clbench.results.leaderboard import write_leaderboard
     from clbench.results.tables import people_table, to_text
@@ -262,7 +277,7 @@ def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet:
             from clbench.results.plots import plot_all
             from clbench.sweep.processes import usable_cores
 
-            plot_all([root], root / "plots", jobs=usable_cores())
+            plot_all([root], root / "plots", jobs=usable_cores(), **(style or {}))
         return lb
 
     counts = run_experiment(exp, root, force=force, jobs=jobs, show_progress=not quiet, executor=executor,
@@ -366,20 +381,22 @@ class RunsFailed(click.ClickException):
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex", "csv"]), default="text",
               show_default=True, help="how the table is printed; latex also writes leaderboard.tex (booktabs)")
 @click.option("--reference", help="row to test every other row against (paired t-test on ACC) [the best row]")
-@click.option("--columns", help="metric columns of the latex table, comma-separated (clbench list metrics; cost: "
-              "train_flops, memory_samples, memory_bytes, wall_seconds) [acc,min_acc,wc_acc,forgetting,gap_depth,"
-              "gap_unrecovered,train_flops,memory_samples]")
-@click.option("--caption", help="the latex table's caption (it then becomes a table float labelled tab:<folder>)")
+@click.option("--metrics", "--columns", "columns",
+              help="metric columns, comma-separated, for every format (clbench list metrics: acc, min-acc, wc-acc, "
+              "bwt, ...; cost: train-flops, memory-samples, memory-bytes, wall-seconds) [latex: acc,min-acc,wc-acc,"
+              "forgetting,gap-depth,gap-unrecovered,train-flops,memory-samples; others: all]")
+@click.option("--caption", help="the latex table's caption [what the table holds, over how many seeds]")
 def report(dirs, out, allow_different, fmt, reference, columns, caption):
     """Rebuild the leaderboard from the run folders of one or more experiments (merging them),
-    recomputing every metric from the runs' curves.csv. ``--format latex`` writes a table for a
-    paper: the chosen columns, constant ones left out, the best value of each column bold."""
+    recomputing every metric from the runs' curves.csv. ``--metrics`` chooses the columns;
+    ``--format latex`` writes a table for a paper: constant columns left out, the best value of each
+    column bold, decimal points aligned, a caption and a label (tab:<folder>)."""
     from clbench.common import io
     from clbench.results.leaderboard import write_leaderboard
-    from clbench.results.tables import paper_columns, paper_table, people_table, render
+    from clbench.results.tables import default_caption, paper_columns, paper_table, people_table, render
 
-    if fmt != "latex" and (columns or caption):
-        raise InputError("--columns and --caption are for --format latex")
+    if fmt != "latex" and caption:
+        raise InputError("--caption is for --format latex")
     chosen = paper_columns(columns)
     roots = [Path(d) for d in dirs]
     for r in roots:
@@ -389,8 +406,8 @@ def report(dirs, out, allow_different, fmt, reference, columns, caption):
     lb = write_leaderboard(roots, target, recompute=True, allow_different=allow_different, reference=reference)
     if lb.empty:
         raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
-    table = render(paper_table(lb, chosen), fmt, caption, f"tab:{target.resolve().name}") if fmt == "latex" \
-        else render(people_table(lb), fmt)
+    table = render(paper_table(lb, chosen), fmt, caption or default_caption(lb),
+                   f"tab:{target.resolve().name}") if fmt == "latex" else render(people_table(lb, chosen), fmt)
     click.echo(table)
     if fmt == "latex":
         io.atomic_write_text(target / "leaderboard.tex", table)
@@ -401,7 +418,8 @@ def report(dirs, out, allow_different, fmt, reference, columns, caption):
 @cli.command()
 @click.argument("dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(), help="folder for the plots [DIR/plots]")
-def plot(dirs, out):
+@_plot_options
+def plot(dirs, out, plot_format, dpi):
     """Redraw the plots of one or more experiments."""
     from clbench.results.folders import run_folders
     from clbench.results.plots import plot_all
@@ -410,7 +428,8 @@ def plot(dirs, out):
     roots = [Path(d) for d in dirs]
     if not run_folders(roots):
         raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
-    files = plot_all(roots, Path(out) if out else roots[0] / "plots", jobs=usable_cores())
+    files = plot_all(roots, Path(out) if out else roots[0] / "plots", jobs=usable_cores(),
+                     **_plot_style(plot_format, dpi))
     click.echo("\n".join(str(f) for f in files))
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from clbench.scenarios.sources import DATASETS
@@ -102,9 +103,14 @@ def test_every_readme_command_runs(commands, tmp_path):
         done = subprocess.run([str(script), *tiny(command)], cwd=tmp_path, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
+        # no example diverges unless it says it shows divergence (none does)
+        assert "DIVERGED" not in done.stdout, f"{command}\n{done.stdout[-2000:]}"
+    for board in tmp_path.glob("results/**/leaderboard.csv"):
+        assert pd.read_csv(board)["n_diverged"].eq(0).all(), board
     if any("--out results/merged" in c for c in commands):
         assert (tmp_path / "results/merged/leaderboard.csv").is_file()
-        assert (tmp_path / "results/er-mem500/leaderboard.tex").read_text().startswith("\\begin{tabular}")
+        tex = (tmp_path / "results/er-mem500/leaderboard.tex").read_text()
+        assert tex.startswith("\\begin{table}") and "\\begin{tabular}" in tex and "\\caption{" in tex
 
 
 def test_the_own_loop_example_is_deterministic_and_its_metrics_are_measured(tmp_path):

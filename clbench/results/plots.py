@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from clbench.common import io
+from clbench.common.errors import InputError
 from clbench.evaluation import metrics
 from clbench.results.aggregate import ci95
 from clbench.results.folders import read_curves, read_result, read_summary, run_folders
@@ -27,9 +28,11 @@ def _load(roots: list[Path]) -> tuple[dict[tuple[str, str], dict[str, pd.DataFra
     diverged: dict[tuple[str, str], int] = {}
     free: set[tuple[str, str]] = set()
     for d in run_folders(roots):
-        scenario, strategy, run = d.parts[-3], d.parts[-2], d.parts[-1]
-        out.setdefault((scenario, strategy), {})[run] = read_result(d / "curves.csv", read_curves)
         summary = read_summary(d)
+        # the names the leaderboard shows (a strategy's label: an own class's ``name``), not the folders'
+        scenario = str(summary.get("scenario") or d.parts[-3])
+        strategy, run = str(summary.get("label") or summary.get("strategy") or d.parts[-2]), d.parts[-1]
+        out.setdefault((scenario, strategy), {})[run] = read_result(d / "curves.csv", read_curves)
         diverged[scenario, strategy] = diverged.get((scenario, strategy), 0) + bool(summary.get("diverged_at"))
         if not read_result(d / "config.json", io.read_json).get("strategy", {}).get("task_boundaries", True):
             free.add((scenario, strategy))
@@ -90,11 +93,33 @@ def _legend(ax, **kw) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0, **kw)
 
 
-def plot_all(roots: list[Path], out: Path, jobs: int = 1) -> list[Path]:
-    """Every plot of the experiments under ``roots``, into ``out``. With ``jobs`` > 1 the figures are
-    drawn in that many worker processes (rendering is most of a default run's plotting time, and
-    figures are independent, ``processes.drawing_context`` says where); the files are the same
-    either way."""
+#: file formats a figure can be written in (``--plot-format``), and the default resolution
+FORMATS = ("png", "pdf", "svg")
+DPI = 110
+
+
+def plot_formats(text: str | None) -> tuple[str, ...]:
+    """``--plot-format png,pdf,svg``, checked (None: png)."""
+    chosen = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in (text or "png").split(",") if f.strip()))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise InputError(f"unknown plot format(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(FORMATS)}")
+    return chosen
+
+
+#: how the figures of this process are written (set by ``_draw`` in whichever process draws)
+_OUTPUT = {"formats": ("png",), "dpi": DPI}
+
+
+def plot_all(roots: list[Path], out: Path, jobs: int = 1, formats: tuple[str, ...] = ("png",), dpi: int = DPI
+             ) -> list[Path]:
+    """Every plot of the experiments under ``roots``, into ``out``, in each of ``formats`` (png
+    at ``dpi``; pdf and svg are vector graphics). With ``jobs`` > 1 the figures are drawn in that
+    many worker processes (rendering is most of a default run's plotting time, and figures are
+    independent, ``processes.drawing_context`` says where); the files are the same either way."""
+    if dpi < 10 or dpi > 2000:
+        raise InputError(f"--dpi {dpi}: choose between 10 and 2000")
+    output = {"formats": tuple(formats), "dpi": dpi}
     data, free = _load(roots)  # every file read (and a corrupt one refused) before anything is written
     out.mkdir(parents=True, exist_ok=True)
     drawings = []  # (function, arguments), the costliest first so that parallel drawing ends together
@@ -105,23 +130,54 @@ def plot_all(roots: list[Path], out: Path, jobs: int = 1) -> list[Path]:
         drawings += [(_per_task, (scenario, st, seeds, out, st in free)) for st, seeds in runs.items()]
     from clbench.sweep.processes import drawing_context
 
+    drawings = [(draw, args, output) for draw, args in drawings]
     context = drawing_context() if jobs > 1 and len(drawings) > 1 else None
     if context is None:
-        return [_draw(d) for d in drawings]
+        return [f for d in drawings for f in _draw(d)]
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(min(jobs, len(drawings)), mp_context=context) as pool:
-        return list(pool.map(_draw, drawings))
+        return [f for files in pool.map(_draw, drawings) for f in files]
 
 
-def _draw(drawing) -> Path:
-    draw, args = drawing
-    return draw(*args)
+def _draw(drawing) -> list[Path]:
+    """One figure, written in every format asked for: the files."""
+    draw, args, output = drawing
+    _OUTPUT.update(output)
+    first = draw(*args)
+    return [first.with_suffix(f".{f}") for f in _OUTPUT["formats"]]
 
 
 def _band(series: list[pd.Series]):
     df = pd.concat(series, axis=1).sort_index().interpolate(limit_area="inside")
     return df.index.to_numpy(), df.mean(1).to_numpy(), df.min(1).to_numpy(), df.max(1).to_numpy()
+
+
+def _unevaluated(series: pd.Series, log: pd.DataFrame) -> list[tuple[int, int]]:
+    """The stretches (a, b) between a task's consecutive evaluations that are longer than any
+    step between the run's evaluations of whatever task: iterations the task was not evaluated at
+    while the run evaluated others (offline joint's later tasks before their phase), which a line
+    would pretend to know."""
+    steps = np.diff(np.unique(log["iteration"].to_numpy()))
+    longest = int(steps.max()) if len(steps) else 0
+    its = series.index.to_numpy()
+    return [(int(a), int(b)) for a, b in zip(its, its[1:]) if b - a > longest]
+
+
+def _broken(band, gaps: list[list[tuple[int, int]]]):
+    """A band with its line and area broken (NaN) inside every unevaluated stretch of any seed."""
+    x, m, lo, hi = band
+    stretches = [g for seed in gaps for g in seed]
+    if not stretches:
+        return band
+    inside = np.zeros(len(x), dtype=bool)
+    for a, b in stretches:
+        inside |= (x > a) & (x < b)
+    cuts = np.array([(a + b) / 2 for a, b in stretches], dtype=float)
+    xs = np.concatenate([x.astype(float), cuts])
+    order = np.argsort(xs, kind="stable")
+    values = [np.concatenate([np.where(inside, np.nan, v), np.full(len(cuts), np.nan)])[order] for v in (m, lo, hi)]
+    return (xs[order], *values)
 
 
 def _mean_accuracy(scenario, runs, out) -> Path:
@@ -161,7 +217,7 @@ def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
         per_seed = [x for x in per_seed if len(x)]
         if not per_seed:
             continue
-        x, m, lo, hi = _band(per_seed)
+        x, m, lo, hi = _broken(_band(per_seed), [_unevaluated(s, log) for s, log in zip(per_seed, logs)])
         (line,) = ax.plot(x, m, lw=1, label=f"task {task}")
         if len(per_seed) > 1:
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
@@ -266,8 +322,11 @@ def _figure(*grid, figsize, **kw):
 
 
 def _save(fig, path: Path) -> Path:
-    """Write to a temporary name, then rename: a plot is complete or absent."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    """Write the figure in each format asked for (``path`` with its suffix replaced), each to a
+    temporary name, then renamed: a plot is complete or absent."""
+    for fmt in _OUTPUT["formats"]:
+        target = path.with_suffix(f".{fmt}")
+        tmp = target.with_name(f".{target.name}.tmp.{fmt}")
+        fig.savefig(tmp, dpi=_OUTPUT["dpi"], format=fmt)
+        tmp.replace(target)
     return path

@@ -135,15 +135,25 @@ PAPER_COLUMNS = ["acc", "min_acc", "wc_acc", "forgetting", "gap_depth", "gap_unr
 
 
 def paper_columns(text: str | None) -> list[str] | None:
-    """``--columns``: metric names, comma-separated, checked (None: ``PAPER_COLUMNS``)."""
+    """``--metrics``: metric names, comma-separated, as ``clbench list metrics`` spells them or with
+    hyphens (``min-acc``), checked (None: each format's default)."""
     if not text:
         return None
-    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    chosen = [c.strip().lower().replace("-", "_") for c in text.split(",") if c.strip()]
     unknown = [m for m in chosen if m not in LABELS or m.endswith("_se")]
     if unknown or not chosen:
         raise InputError(f"unknown column(s) {', '.join(unknown) or text!r}; choose from "
                          f"{', '.join(m for m in LABELS if not m.endswith('_se'))}")
     return chosen
+
+
+def default_caption(lb: pd.DataFrame) -> str:
+    """What a table holds, for its caption: the scenarios and the seeds behind each row."""
+    scenarios = ", ".join(dict.fromkeys(str(s) for s in lb["scenario"]))
+    runs = sorted({int(n) for n in lb.get("n_runs", pd.Series(dtype=int)).dropna()})
+    per_row = (f"{runs[0]} runs" if len(runs) == 1 else f"{runs[0]}-{runs[-1]} runs") if runs else "the runs"
+    return (f"{scenarios}: mean ± 95% confidence interval over {per_row} per row, accuracies in percent; "
+            "best value of each column in bold.")
 
 
 def paper_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
@@ -170,16 +180,49 @@ def paper_table(lb: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFr
     return t
 
 
-def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
-    """A booktabs tabular (pandas' Styler, cells and headers escaped) that compiles as it is, with
-    \\usepackage{booktabs}; ±, ↑ and ↓ become math; with a caption, a table float with ``label``."""
-    text_columns = sum(1 for c in table.columns if c in ("scenario", "strategy", "setting", "params"))
-    styler = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    text = styler.to_latex(hrules=True, column_format="l" * text_columns + "r" * (len(table.columns) - text_columns),
-                           caption=caption, label=label if caption else None, position="t" if caption else None)
+#: LaTeX's special characters in text
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+TEXT_COLUMNS = ("scenario", "strategy", "setting", "params")
+
+
+def _latex_text(value) -> str:
+    text = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(value))
     for symbol, latex in LATEX_SYMBOLS.items():
         text = text.replace(symbol, latex)
     return text
+
+
+def _latex_number(cell: str) -> tuple[str, str]:
+    """A metric cell as two LaTeX cells, the mean (right-aligned) and what follows it (± CI, marks;
+    left-aligned), so the decimal points of a column line up; bold (``⟦…⟧``) on both."""
+    bold = cell.startswith("⟦") and cell.endswith("⟧")
+    cell = cell.strip("⟦⟧")
+    mean, sep, rest = cell.partition(" ")
+    parts = [_latex_text(mean), _latex_text(sep + rest).strip()]
+    return tuple(rf"\textbf{{{p}}}" if bold and p else p for p in parts)
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs table that compiles as it is (with \\usepackage{booktabs}): text escaped, ±, ↑, ↓
+    and † as math, each metric column split at its mean so the decimal points line up, the best
+    values bold; with a caption, a table float with ``label``."""
+    text_cols = [c for c in table.columns if c in TEXT_COLUMNS]
+    metric_cols = [c for c in table.columns if c not in TEXT_COLUMNS]
+    spec = "l" * len(text_cols) + "".join(r"r@{\,}l" for _ in metric_cols)
+    head = [_latex_text(c) for c in text_cols] + [rf"\multicolumn{{2}}{{c}}{{{_latex_text(c)}}}" for c in metric_cols]
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    for _, row in table.iterrows():
+        cells = [_latex_text(row[c]) for c in text_cols]
+        for c in metric_cols:
+            cells += _latex_number(str(row[c]))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    body = "\n".join(lines) + "\n"
+    if not caption:
+        return body
+    return (r"\begin{table}[t]" + "\n" + r"\centering" + "\n" + rf"\caption{{{_latex_text(caption)}}}" + "\n"
+            + (rf"\label{{{label}}}" + "\n" if label else "") + body + r"\end{table}" + "\n")
 
 
 def render(table: pd.DataFrame, fmt: str, caption: str | None = None, label: str | None = None) -> str:

@@ -105,8 +105,29 @@ def log_tensorboard(root: Path, run_dir: Path) -> None:
                 w.add_scalar(k, v, it)
         for it, loss in zip(train["iteration"], train["loss"]):
             w.add_scalar("train/loss", float(loss), int(it))
-        for k, v in _scalars(summary).items():
+        scalars = _scalars(summary)
+        for k, v in scalars.items():
             w.add_scalar(f"summary/{k}", v, int(summary.get("iterations", 0)))
+        _hparams(w, config, summary, scalars)
+
+
+#: the summary metrics TensorBoard's HParams view sets against the runs' settings
+HPARAM_METRICS = ("acc", "min_acc", "wc_acc", "bwt", "forgetting", "wf10", "gap_depth", "train_flops")
+
+
+def _hparams(writer, config: dict, summary: dict, scalars: dict[str, float]) -> None:
+    """Fill TensorBoard's HParams view: one session per run with its tags and settings (strings,
+    numbers, booleans) as hyperparameters and the summary metrics already logged (``summary/<name>``)
+    as its metrics. Written as the plugin's records only, so no metric is logged twice."""
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {**{f"run.{k}": v for k, v in _flat(config.get("run", {})).items()
+                 if isinstance(v, (int, float, str, bool))}, **run_tags(summary)}
+    metrics = {f"summary/{m}": scalars[m] for m in HPARAM_METRICS if m in scalars}
+    if not metrics:
+        return
+    for record in hparams(values, metrics):
+        writer.file_writer.add_summary(record)
 
 
 def log_wandb(root: Path, run_dir: Path) -> None:

@@ -12,7 +12,7 @@ from clbench import scenarios
 from clbench.evaluation.cost import CostMeter
 from clbench.evaluation.driver import Evaluations
 from clbench.run.parts import build_model_and_optimizer, make_evaluator, scenario_seed, schedule_for
-from clbench.run.record import Trained, run_cost
+from clbench.run.record import Trained, run_cost, strategy_label
 from clbench.run.resolve import ResolvedRun
 from clbench.scenarios.orderings import make_stream
 
@@ -69,5 +69,5 @@ def train_clbench(run: ResolvedRun, scenario: scenarios.Scenario, device: torch.
     return Trained(evaluator, loss_values, stream.task_of_iteration.numpy(), train_seconds, evaluations.seconds,
                    strategy.config(), {**stream.meta, "iterations_total": n_total},
                    run_cost(meter, scenario, strategy, strategy.model, optimizer,
-                            config.strategy + strategy.label_suffix(), own_samples=strategy.memory_samples()),
+                            strategy_label(config.strategy, strategy), own_samples=strategy.memory_samples()),
                    schedule.config())

@@ -47,6 +47,14 @@ class Trained:
                              "seconds": np.cumsum(self.train_seconds)})
 
 
+def strategy_label(name: str, strategy) -> str:
+    """A strategy's name in the leaderboard and plots: its ``--strategy`` name, or for a class of
+    the user's own (an import path) the ``name`` the class sets itself, so that ``mystrats:LwF``
+    reads ``lwf``; and the strategy's suffix (``nmc[pixels]``)."""
+    own = type(strategy).__dict__.get("name") if ":" in name else None
+    return (own if isinstance(own, str) and own else name) + strategy.label_suffix()
+
+
 def run_cost(meter: CostMeter, scenario: scenarios.Scenario, strategy, model, optimizer, label: str, *,
              skip: tuple = (), own_samples: int | None = None) -> dict:
     """The cost fields of a run's summary (and the strategy's leaderboard label), both training

@@ -186,10 +186,12 @@ def sweep(params: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
 
 def run_dir(root: Path, config: RunConfig) -> Path:
     """runs/<scenario>/<strategy>/seed<k> (seed<k>-order<o> when the experiment varies the ordering;
-    <strategy>[<variant>] in a parameter sweep)."""
+    <strategy>[<variant>] in a parameter sweep), each name safe on every file system (an own
+    module's ``my_data:blobs`` is ``my_data%3Ablobs``)."""
     name = f"seed{config.seed}" if config.ordering_seed is None else f"seed{config.seed}-order{config.ordering_seed}"
     strategy = config.strategy if config.variant is None else f"{config.strategy}[{config.variant}]"
-    return root / "runs" / io.path_segment(config.scenario) / io.path_segment(strategy) / name
+    return (root / "runs" / io.path_segment(config.scenario, portable=True)
+            / io.path_segment(strategy, portable=True) / name)
 
 
 # ---------------------------------------------------------------- parsing helpers

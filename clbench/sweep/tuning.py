@@ -325,7 +325,8 @@ def trial_configs(exp: Experiment, strategy: str, values: dict[str, Any]) -> lis
 
 
 def trial_dir(root: Path, config: RunConfig, key: str) -> Path:
-    return (root / "tuning" / "runs" / io.path_segment(config.scenario) / io.path_segment(config.strategy) / key
+    return (root / "tuning" / "runs" / io.path_segment(config.scenario, portable=True)
+            / io.path_segment(config.strategy, portable=True) / key
             / run_dir(Path("."), config).name)
 
 
@@ -337,7 +338,8 @@ def completed_runs(root: Path, exp: Experiment, strategy: str) -> dict[str, dict
     """On the driver: the summaries of ``strategy``'s complete trial runs under ``root``, by folder
     relative to ``root``. A trial runs on any node, which need not see ``root``: it is told which of
     its runs exist instead of looking."""
-    base = root / "tuning" / "runs" / io.path_segment(exp.scenarios[0]) / io.path_segment(strategy)
+    base = root / "tuning" / "runs" / io.path_segment(exp.scenarios[0], portable=True) / io.path_segment(
+        strategy, portable=True)
     return {str(folder.parent.relative_to(root)): io.read_json(folder)
             for folder in sorted(base.glob("trial-*/*/summary.json")) if is_complete(folder.parent)}
 

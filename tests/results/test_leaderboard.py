@@ -89,11 +89,15 @@ def test_latex_parses_as_a_booktabs_table(capsys, three_seeds):
     tex = capsys.readouterr().out
     assert tex == (three_seeds / "leaderboard.tex").read_text() + "\n"
     body = tex[tex.index(r"\begin{tabular}"):tex.index(r"\end{tabular}")]
-    spec = re.match(r"\\begin\{tabular\}\{([lrc]+)\}", body).group(1)
+    spec = re.match(r"\\begin\{tabular\}\{(.*)\}\n", body).group(1)
+    columns = len(re.findall(r"[lrc]", re.sub(r"@\{[^}]*\}", "", spec)))
     rows = [line for line in body.splitlines() if line.endswith(r"\\")]
     assert len(rows) == 1 + 3 and r"\toprule" in body and r"\midrule" in body and r"\bottomrule" in tex
     for line in rows:  # every row has as many cells as the column spec says
-        assert len(re.split(r"(?<!\\)&", line)) == len(spec)
+        cells = re.split(r"(?<!\\)&", line)
+        assert sum(2 if c.strip().startswith(r"\multicolumn{2}") else 1 for c in cells) == columns
+    # a caption and a label by default, and the decimal points of a column aligned (mean | ± CI)
+    assert r"\caption{" in tex and r"\label{tab:" in tex and r"r@{\,}l" in spec
     outside_math = re.sub(r"\$[^$]*\$", "", body)
     assert not re.search(r"(?<!\\)[%_#]", outside_math) and "±" not in tex and "↑" not in tex and "†" not in tex
     assert r"\% dips unrecovered" in tex and r"$\pm$" in tex
@@ -211,3 +215,27 @@ def test_the_latex_table_for_a_paper_has_the_chosen_columns_and_bolds_the_best()
     assert rows.loc["b", "gap depth ↓"].startswith("⟦") and "(1/2 runs)" in rows.loc["a", "gap depth ↓"]
     latex = to_latex(table, "Two methods.", "tab:x")
     assert r"\textbf{71.0" in latex and r"$-$11.0" in latex and r"\label{tab:x}" in latex and "⟦" not in latex
+
+
+def test_report_metrics_choose_the_columns_of_every_format(capsys, three_seeds):
+    assert entry(["report", str(three_seeds), "--metrics", "acc,min-acc,wc-acc,bwt", "--format", "csv"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    metric_columns = [c for c in header.split(",") if "↑" in c or "↓" in c]
+    assert metric_columns == ["ACC ↑", "min-ACC ↑", "WC-ACC ↑", "BWT ↑"]
+    assert entry(["report", str(three_seeds), "--metrics", "acc,nonsense"]) == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_an_own_strategy_is_labelled_by_the_name_its_class_sets():
+    from clbench.run.record import strategy_label
+    from clbench.strategies import Finetune
+
+    class Named(Finetune):
+        name = "my-method"
+
+    class Unnamed(Finetune):
+        pass
+
+    assert strategy_label("mystrats:Named", Named.__new__(Named)) == "my-method"
+    assert strategy_label("mystrats:Unnamed", Unnamed.__new__(Unnamed)) == "mystrats:Unnamed"  # not "finetune"
+    assert strategy_label("finetune", Finetune.__new__(Finetune)) == "finetune"

@@ -40,6 +40,22 @@ def test_tensorboard_holds_the_runs_curves(logged):
     assert got == pytest.approx(_task0(curves))
     assert events.Scalars("summary/acc")[0].value == pytest.approx(summary["acc"])
     assert len(events.Scalars("train/loss")) == summary["iterations"]
+    assert len(events.Scalars("summary/acc")) == 1  # the HParams view adds no second point
+
+
+def test_tensorboard_s_hparams_view_has_the_settings_and_metrics(logged):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out, run, curves, summary = logged
+    events = EventAccumulator(str(out / "tensorboard/split-digits/finetune/seed0")).Reload()
+    content = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert {m.name.tag for m in experiment.metric_infos} >= {"summary/acc", "summary/min_acc", "summary/wc_acc"}
+    assert session.hparams["strategy"].string_value == "finetune" and session.hparams["seed"].string_value == "0"
+    per_task = json.loads((run / "config.json").read_text())["run"]["iterations"]
+    assert session.hparams["run.iterations"].number_value == per_task and per_task * 5 == summary["iterations"]
 
 
 def test_mlflow_holds_the_runs_curves_params_and_metrics(logged):

@@ -111,7 +111,7 @@ def test_no_parameter_value_makes_a_run_folder_outside_the_experiment(capsys, tm
     made = {p for p in tmp_path.rglob("*")}
     assert all(p == out or out in p.parents or p in out.parents for p in made), sorted(made)
     folders = sorted(p.parent.relative_to(out) for p in out.rglob("error.json"))
-    assert folders == [Path("runs/split-digits/nmc[backbone=checkpoint:..%2F..%2F..%2Fx%2Fm.pt]/seed0")]
+    assert folders == [Path("runs/split-digits/nmc[backbone=checkpoint%3A..%2F..%2F..%2Fx%2Fm.pt]/seed0")]
     for text in ("..", ".", "a/../../b", "..\\x", "%2F"):
         segment = path_segment(text)
         assert "/" not in segment and "\\" not in segment and not segment.startswith(".")

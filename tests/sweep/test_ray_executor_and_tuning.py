@@ -41,7 +41,7 @@ def test_a_run_that_raises_in_a_ray_worker_fails_alone(capsys, tmp_path, ray_ins
     code, stdout, err = invoke(capsys, "run", "--executor", "ray", "--strategy", "finetune,tests.faulty:RaisesOnSeed1",
                                "--seeds", "0,1", *TINY, "--out", str(out))
     assert code == 1 and "1 run(s) failed" in err and "Traceback" not in err
-    error = json.loads((out / "runs/split-digits/tests.faulty:RaisesOnSeed1/seed1/error.json").read_text())
+    error = json.loads((out / "runs/split-digits/tests.faulty%3ARaisesOnSeed1/seed1/error.json").read_text())
     # the driver wrote the record the worker sent, saying on which node it failed
     assert error["error"] == f"on node {error['node']}: RuntimeError: out of cheese" and error["attempts"] == 2
     lb = pd.read_csv(out / "leaderboard.csv").set_index("strategy")
@@ -56,7 +56,7 @@ def test_a_worker_that_dies_is_retried_once_then_recorded_failed(capsys, tmp_pat
                           "--param", f"tally={tally}", *TINY, "--out", str(out))
     assert code == 1 and "1 run(s) failed" in err, err
     assert len(tally.read_text().split()) == 2  # the first attempt and one retry
-    runs = out / "runs/split-digits/tests.faulty:DiesOnSeed1"
+    runs = out / "runs/split-digits/tests.faulty%3ADiesOnSeed1"
     assert "died on each of 2 attempts" in json.loads((runs / "seed1/error.json").read_text())["error"]
     assert (runs / "seed0/curves.csv").is_file() and (runs / "seed2/curves.csv").is_file()
 
