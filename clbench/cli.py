@@ -272,7 +272,7 @@ def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet:
     from clbench.sweep.experiment import run_experiment
 
     def report():  # under the folder's lock, as the runs: the leaderboard and plots have one writer too
-        lb = write_leaderboard([root], root)
+        lb = write_leaderboard([root], root, metrics=exp.metrics)
         if plots and not lb.empty and (lb["n_seeds"] > 0).any():
             from clbench.results.plots import plot_all
             from clbench.sweep.processes import usable_cores
@@ -284,7 +284,7 @@ def run_experiment_and_report(exp, root: Path, *, force: bool, jobs: int, quiet:
                             log=log or [], then=report)
     lb = counts["then"]
     if not lb.empty:
-        click.echo(to_text(people_table(lb)))
+        click.echo(to_text(people_table(lb, exp.metrics or None)))
     click.echo(f"\n{counts['done']} run(s) done, {counts['skipped']} already complete; results in {root}/ "
                f"(leaderboard.csv, leaderboard.md{', plots/' if plots else ''})")
     if counts["nodes"]:
@@ -383,8 +383,8 @@ class RunsFailed(click.ClickException):
 @click.option("--reference", help="row to test every other row against (paired t-test on ACC) [the best row]")
 @click.option("--metrics", "--columns", "columns",
               help="metric columns, comma-separated, for every format (clbench list metrics: acc, min-acc, wc-acc, "
-              "bwt, ...; cost: train-flops, memory-samples, memory-bytes, wall-seconds) [latex: acc,min-acc,wc-acc,"
-              "forgetting,gap-depth,gap-unrecovered,train-flops,memory-samples; others: all]")
+              "bwt, ...; cost: train-flops, memory-samples, memory-bytes, wall-seconds) [latex: acc,min-acc,forgetting,"
+              "gap-depth,train-flops, which fit a one-column page; others: all]")
 @click.option("--caption", help="the latex table's caption [what the table holds, over how many seeds]")
 def report(dirs, out, allow_different, fmt, reference, columns, caption):
     """Rebuild the leaderboard from the run folders of one or more experiments (merging them),
@@ -397,13 +397,14 @@ def report(dirs, out, allow_different, fmt, reference, columns, caption):
 
     if fmt != "latex" and caption:
         raise InputError("--caption is for --format latex")
-    chosen = paper_columns(columns)
     roots = [Path(d) for d in dirs]
     for r in roots:
         if not r.is_dir():
             raise InputError(f"{r} is not a folder")
+    chosen = paper_columns(columns) or _experiment_metrics(roots[0])
     target = Path(out) if out else roots[0]
-    lb = write_leaderboard(roots, target, recompute=True, allow_different=allow_different, reference=reference)
+    lb = write_leaderboard(roots, target, recompute=True, allow_different=allow_different, reference=reference,
+                           metrics=chosen)
     if lb.empty:
         raise InputError(f"no complete run found under {', '.join(map(str, roots))}")
     table = render(paper_table(lb, chosen), fmt, caption or default_caption(lb),
@@ -413,6 +414,16 @@ def report(dirs, out, allow_different, fmt, reference, columns, caption):
         io.atomic_write_text(target / "leaderboard.tex", table)
     written = "leaderboard.csv, leaderboard.md" + (", leaderboard.tex" if fmt == "latex" else "")
     click.echo(f"\nwritten to {target}/: {written}", err=fmt != "text")
+
+
+def _experiment_metrics(root: Path) -> list[str] | None:
+    """The ``metrics`` an experiment folder's experiment.toml chooses (None: none chosen, or no file)."""
+    from clbench.sweep.experiment import Experiment, load_toml
+
+    path = root / "experiment.toml"
+    if not path.is_file():
+        return None
+    return Experiment.from_mapping(load_toml(path), str(path)).metrics or None
 
 
 @cli.command()

@@ -73,9 +73,10 @@ def _root_of(run: Path, roots: list[Path]) -> str:
 
 
 def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, allow_different: bool = False,
-                      reference: str | None = None) -> pd.DataFrame:
+                      reference: str | None = None, metrics: list[str] | None = None) -> pd.DataFrame:
     """Rebuild leaderboard.csv and leaderboard.md in ``out`` from the runs below ``roots`` (checked
-    with ``check_merge`` when there are several)."""
+    with ``check_merge`` when there are several); ``metrics``: the columns of leaderboard.md (all
+    when None; leaderboard.csv always has every metric)."""
     failed = failed_runs(roots)
     runs = collect(roots, recompute)
     check_merge(runs, roots, allow_different)
@@ -106,7 +107,7 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, all
             "sampled steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, "
             "MB), trainable parameters, wall seconds per run.\n\n")
     fairness = fairness_notes(lb) + reliability_notes(lb, failed)
-    table, sources = with_published(people_table(lb), lb, experiment_presets(roots))
+    table, sources = with_published(people_table(lb, metrics or None), lb, experiment_presets(roots))
     body = to_markdown(table)
     io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + body + sources +
                          ("\n" + "\n".join(f"- {n}" for n in fairness) + "\n" if fairness else ""))

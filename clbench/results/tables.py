@@ -128,10 +128,11 @@ def to_text(table: pd.DataFrame) -> str:
 #: sign of a number and the marks of a best value are put in by ``paper_table``
 LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "−": r"$-$",
                  "⟦": r"\textbf{", "⟧": "}"}
-#: the columns of a table for a paper (``--columns`` chooses others): accuracy, the stability gap
-#: apart from forgetting, and cost beside them; eight fit a page's width
-PAPER_COLUMNS = ["acc", "min_acc", "wc_acc", "forgetting", "gap_depth", "gap_unrecovered", "train_flops",
-                 "memory_samples"]
+#: the columns of a table for a paper (``--metrics`` chooses others): accuracy, forgetting, the
+#: stability gap apart from forgetting, and cost beside them: five fit the text width of a one-column
+#: article (345 pt, measured with pdflatex); eight (adding WC-ACC, % dips unrecovered, memory) need a
+#: two-column page's full width (``table*``)
+PAPER_COLUMNS = ["acc", "min_acc", "forgetting", "gap_depth", "train_flops"]
 
 
 def paper_columns(text: str | None) -> list[str] | None:
@@ -198,9 +199,22 @@ def _latex_number(cell: str) -> tuple[str, str]:
     left-aligned), so the decimal points of a column line up; bold (``⟦…⟧``) on both."""
     bold = cell.startswith("⟦") and cell.endswith("⟧")
     cell = cell.strip("⟦⟧")
-    mean, sep, rest = cell.partition(" ")
-    parts = [_latex_text(mean), _latex_text(sep + rest).strip()]
+    mean, _, rest = cell.partition(" ")
+    # ± and † close to their number (a thin space after ±): the column stays narrow
+    rest = _latex_text(rest.replace("± ", "±").replace(" †", "†")).replace(r"$\pm$", r"$\pm\,$").strip()
+    parts = [_latex_text(mean), rest]
     return tuple(rf"\textbf{{{p}}}" if bold and p else p for p in parts)
+
+
+def _latex_header(name: str) -> str:
+    """A metric's header, on two lines when it is longer than its numbers are wide (split at the
+    space nearest its middle), so headers do not set the table's width."""
+    words = name.split(" ")
+    if len(name) <= 10 or len(words) < 2:
+        return _latex_text(name)
+    cut = min(range(1, len(words)), key=lambda k: abs(len(" ".join(words[:k])) - len(name) / 2))
+    lines = [_latex_text(" ".join(words[:cut])), _latex_text(" ".join(words[cut:]))]
+    return r"\begin{tabular}[b]{@{}c@{}}" + r"\\".join(lines) + r"\end{tabular}"
 
 
 def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
@@ -210,7 +224,7 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
     text_cols = [c for c in table.columns if c in TEXT_COLUMNS]
     metric_cols = [c for c in table.columns if c not in TEXT_COLUMNS]
     spec = "l" * len(text_cols) + "".join(r"r@{\,}l" for _ in metric_cols)
-    head = [_latex_text(c) for c in text_cols] + [rf"\multicolumn{{2}}{{c}}{{{_latex_text(c)}}}" for c in metric_cols]
+    head = [_latex_text(c) for c in text_cols] + [rf"\multicolumn{{2}}{{c}}{{{_latex_header(c)}}}" for c in metric_cols]
     lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     for _, row in table.iterrows():
         cells = [_latex_text(row[c]) for c in text_cols]
@@ -219,10 +233,13 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     body = "\n".join(lines) + "\n"
+    # compact (small type, 3pt between columns): a paper's default table, eight metric columns, fits
+    # the text width of a one-column page; inside a group, so nothing after the table changes
+    compact = r"\small\setlength{\tabcolsep}{3pt}"
     if not caption:
-        return body
-    return (r"\begin{table}[t]" + "\n" + r"\centering" + "\n" + rf"\caption{{{_latex_text(caption)}}}" + "\n"
-            + (rf"\label{{{label}}}" + "\n" if label else "") + body + r"\end{table}" + "\n")
+        return "{" + compact + "%\n" + body + "}\n"
+    return (r"\begin{table}[t]" + "\n" + r"\centering" + compact + "\n" + rf"\caption{{{_latex_text(caption)}}}"
+            + "\n" + (rf"\label{{{label}}}" + "\n" if label else "") + body + r"\end{table}" + "\n")
 
 
 def render(table: pd.DataFrame, fmt: str, caption: str | None = None, label: str | None = None) -> str:

@@ -58,6 +58,9 @@ class Experiment(RunSettings):
     #: the paper preset this experiment started from (``clbench.presets``): its published numbers
     #: stand beside ours in ``leaderboard.md``
     preset: str | None = None
+    #: the metric columns of its tables (``clbench report --metrics``: the printed table,
+    #: leaderboard.md, and ``clbench report`` on its folder); empty: every column
+    metrics: ReportMetrics = field(default_factory=list)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], what: str = "experiment") -> Experiment:
@@ -167,6 +170,18 @@ def _folder_name(name: str) -> str:
 Seeds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1, max_length=MAX_SEEDS),
                   AfterValidator(_distinct_seeds)]
 Names = Annotated[list[str], Field(min_length=1), AfterValidator(_distinct_names)]
+
+
+def _known_metrics(names: list[str]) -> list[str]:
+    from clbench.results.tables import paper_columns
+
+    try:
+        return paper_columns(",".join(names)) or []
+    except InputError as e:
+        raise ValueError(str(e)) from None
+
+
+ReportMetrics = Annotated[list[str], AfterValidator(_known_metrics)]
 ExperimentName = Annotated[str, Field(min_length=1), AfterValidator(_folder_name)]
 
 
@@ -356,7 +371,7 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
 
 
 #: what clbench writes under ``plots/`` (``--force`` removes these and leaves anything else)
-PLOT_SUFFIXES = (".png",)
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def remove_outputs(root: Path) -> None:

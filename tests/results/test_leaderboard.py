@@ -88,7 +88,7 @@ def test_latex_parses_as_a_booktabs_table(capsys, three_seeds):
     assert entry(["report", str(three_seeds), "--format", "latex"]) == 0
     tex = capsys.readouterr().out
     assert tex == (three_seeds / "leaderboard.tex").read_text() + "\n"
-    body = tex[tex.index(r"\begin{tabular}"):tex.index(r"\end{tabular}")]
+    body = tex[tex.index(r"\begin{tabular}"):tex.rindex(r"\end{tabular}")]
     spec = re.match(r"\\begin\{tabular\}\{(.*)\}\n", body).group(1)
     columns = len(re.findall(r"[lrc]", re.sub(r"@\{[^}]*\}", "", spec)))
     rows = [line for line in body.splitlines() if line.endswith(r"\\")]
@@ -100,7 +100,7 @@ def test_latex_parses_as_a_booktabs_table(capsys, three_seeds):
     assert r"\caption{" in tex and r"\label{tab:" in tex and r"r@{\,}l" in spec
     outside_math = re.sub(r"\$[^$]*\$", "", body)
     assert not re.search(r"(?<!\\)[%_#]", outside_math) and "±" not in tex and "↑" not in tex and "†" not in tex
-    assert r"\% dips unrecovered" in tex and r"$\pm$" in tex
+    assert r"gap\\depth $\downarrow$" in tex and r"$\pm\,$" in tex  # a two-line header; ± as math
 
 
 def test_latex_escapes_what_it_must():
@@ -239,3 +239,57 @@ def test_an_own_strategy_is_labelled_by_the_name_its_class_sets():
     assert strategy_label("mystrats:Named", Named.__new__(Named)) == "my-method"
     assert strategy_label("mystrats:Unnamed", Unnamed.__new__(Unnamed)) == "mystrats:Unnamed"  # not "finetune"
     assert strategy_label("finetune", Finetune.__new__(Finetune)) == "finetune"
+
+
+def test_an_experiment_toml_chooses_the_report_s_metrics(capsys, three_seeds, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(three_seeds, folder)
+    toml = folder / "experiment.toml"
+    toml.write_text(toml.read_text() + '\nmetrics = ["acc", "wc-acc"]\n' if "metrics" not in toml.read_text()
+                    else toml.read_text().replace("metrics = []", 'metrics = ["acc", "wc-acc"]'))
+    assert entry(["report", str(folder), "--format", "csv"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert [c for c in header.split(",") if "↑" in c or "↓" in c] == ["ACC ↑", "WC-ACC ↑"]
+    assert "min-ACC" not in (folder / "leaderboard.md").read_text().split("\n\n")[2]
+    toml.write_text(toml.read_text().replace('"wc-acc"', '"wcacc"'))
+    assert entry(["report", str(folder)]) == 2 and "wcacc" in capsys.readouterr().err
+
+
+#: the text width of LaTeX's one-column article, in points
+ARTICLE_TEXT_WIDTH = 345.0
+
+
+def _estimated_width(tex: str) -> float:
+    """The tabular's width at \\small, from its widest cell per column: 5.0 pt a character (10pt
+    Computer Modern digits are 5 pt; \\small is 9 pt, so this overestimates) plus the column gaps."""
+    body = tex[tex.index(r"\midrule"):tex.index(r"\bottomrule")]
+    rows = [re.split(r"(?<!\\)&", line.rstrip("\\ ")) for line in body.splitlines()[1:] if line.strip()]
+
+    def chars(cell: str) -> int:
+        cell = re.sub(r"\\textbf\{(.*)\}", r"\1", cell.strip())
+        cell = re.sub(r"\$\\pm\\,\$", "±", cell).replace(r"$^\dagger$", "†").replace("$-$", "-")
+        return len(re.sub(r"\\[a-z]+\{?|\{|\}", "", cell))
+
+    widest = [max(chars(r[k]) for r in rows) for k in range(len(rows[0]))]
+    gaps = 2 * 3.0 * (1 + (len(widest) - 1) // 2)  # 3pt either side of each column (mean | ± CI share one pair)
+    return 5.0 * sum(widest) + gaps
+
+
+def test_the_default_paper_table_fits_a_one_column_page(capsys, three_seeds, tmp_path):
+    """Compiled with pdflatex where one is installed (no overfull box), else measured: at most the
+    article's text width, from each column's widest cell."""
+    import shutil
+
+    assert entry(["report", str(three_seeds), "--format", "latex", "--out", str(tmp_path)]) == 0
+    tex = (tmp_path / "leaderboard.tex").read_text()
+    assert tex.count(r"\multicolumn{2}") == 5  # the default metric set: ACC, min-ACC, FORG, gap depth, GFLOP
+    assert _estimated_width(tex) <= ARTICLE_TEXT_WIDTH
+    if shutil.which("pdflatex"):
+        (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                          + tex + "\\end{document}\n")
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:]
+        assert "Overfull" not in (tmp_path / "doc.log").read_text()
