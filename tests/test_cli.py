@@ -125,11 +125,12 @@ def test_interrupted_experiment_resumes_without_redoing_or_counting_partial_runs
     assert lb_partial["n_seeds"].sum() == 2  # only the two complete runs count
 
     counts = run_experiment(exp, tmp_path, show_progress=False)
-    assert counts == {"done": 2, "skipped": 2, "failed": 0, "failures": []}
+    assert counts == {"done": 2, "skipped": 2, "failed": 0, "failures": [], "nodes": {}}
     assert (run_dir(tmp_path, configs[0]) / "summary.json").stat().st_mtime_ns == first_mtime
     lb = write_leaderboard([tmp_path], tmp_path)
     assert lb["n_seeds"].tolist() == [2, 2]
-    assert run_experiment(exp, tmp_path, show_progress=False) == {"done": 0, "skipped": 4, "failed": 0, "failures": []}
+    assert run_experiment(exp, tmp_path, show_progress=False) == {"done": 0, "skipped": 4, "failed": 0, "failures": [],
+                                                                 "nodes": {}}
     assert run_experiment(exp, tmp_path, force=True, show_progress=False)["done"] == 4
 
 

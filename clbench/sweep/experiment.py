@@ -370,8 +370,9 @@ def prepare_folder(exp: Experiment, root: Path, force: bool) -> None:
     io.atomic_write_text(path, to_toml(exp))
 
 
-#: what clbench writes under ``plots/`` (``--force`` removes these and leaves anything else)
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+#: what clbench writes under ``plots/`` (``--force`` removes these and leaves anything else): the
+#: figures of ``clbench.results.plots``, named ``<scenario>_<figure>.<format>``
+PLOT_NAMES = re.compile(r".+_(mean_accuracy|gap_zoom|matrix|bars|tasks_.+)\.(png|pdf|svg)")
 
 
 def remove_outputs(root: Path) -> None:
@@ -393,7 +394,7 @@ def remove_outputs(root: Path) -> None:
         if (root / name).is_dir():
             if name == "plots":
                 for plot in (root / "plots").iterdir():
-                    if plot.is_file() and plot.suffix in PLOT_SUFFIXES:
+                    if plot.is_file() and PLOT_NAMES.fullmatch(plot.name):
                         plot.unlink()
             _prune(root / name)
     for name in EXPERIMENT_OUTPUTS[2:]:

@@ -261,8 +261,10 @@ class Tuning:
                                    name="evaluation")
 
     def manifest(self) -> dict[str, Any]:
-        """What must match for a second invocation to continue this tuning."""
-        return {"experiment": json.loads(to_json(dataclasses.asdict(self.experiment))),
+        """What must match for a second invocation to continue this tuning (what the tables show,
+        ``metrics``, changes no run: left out)."""
+        experiment = {k: v for k, v in dataclasses.asdict(self.experiment).items() if k != "metrics"}
+        return {"experiment": json.loads(to_json(experiment)),
                 "tune_on": self.tune_on, "evaluate_on": self.evaluate_on, "protocol": self.protocol,
                 "space": [d.text() for d in self.space], "samples": self.samples, "search": self.search,
                 "select": self.select, "eval_seeds": self.eval_seeds}
