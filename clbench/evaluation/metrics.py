@@ -519,11 +519,16 @@ def never_learnt(log: pd.DataFrame, chance: list[float], losses: np.ndarray | No
     on it (DER at split-digits' default lr) never learnt it. With the ``losses`` (and the ``tasks``
     of their iterations), only where the task's loss did not fall either (its last
     ``DIVERGENCE_WINDOW`` losses' median not below its first ones', over at least two windows): a
-    task cut too short to be learnt (a few updates of a smoke test) is not a broken run."""
+    task cut too short to be learnt (a few updates of a smoke test) is not a broken run.
+
+    With ``tasks``, "the end of its own training" is the end of the task's first stretch of updates,
+    not of its phase: in a recurring stream an earlier task comes back before the next new one, and
+    finetuning on it then erases the task just learnt (R[t, t] reads 0 for a task learnt well)."""
     R = accuracy_matrix(log)
     out = []
     for t in range(min(len(R), len(chance))):
-        if np.isnan(R[t, t]) or R[t, t] >= NEVER_LEARNT * chance[t]:
+        own_end = _own_end_accuracy(log, tasks, t) if tasks is not None else R[t, t]
+        if np.isnan(own_end) or own_end >= NEVER_LEARNT * chance[t]:
             continue
         if losses is not None and tasks is not None:
             own = np.asarray(losses, dtype=float)[np.asarray(tasks) == t]
@@ -532,6 +537,18 @@ def never_learnt(log: pd.DataFrame, chance: list[float], losses: np.ndarray | No
                 continue
         out.append(t)
     return out
+
+
+def _own_end_accuracy(log: pd.DataFrame, tasks: np.ndarray, t: int) -> float:
+    """Task ``t``'s accuracy at the end of its first stretch of updates (every task is evaluated
+    at a segment's end); R[t, t] where that evaluation is missing."""
+    its = np.flatnonzero(np.asarray(tasks) == t)
+    if not len(its):
+        return float("nan")
+    breaks = np.flatnonzero(np.diff(its) > 1)
+    end = int(its[breaks[0]] if len(breaks) else its[-1]) + 1  # the 1-based iteration of its last update
+    at = log[(log["iteration"] == end) & (log["task"] == t)]
+    return float(at["accuracy"].iloc[-1]) if len(at) else float(accuracy_matrix(log)[t, t])
 
 
 def divergence(losses: np.ndarray, tasks: np.ndarray, log: pd.DataFrame, chance: list[float]
@@ -545,10 +562,9 @@ def divergence(losses: np.ndarray, tasks: np.ndarray, log: pd.DataFrame, chance:
     if missed:
         t = missed[0]
         ends = np.flatnonzero(np.asarray(tasks) == t)
-        R = accuracy_matrix(log)
         return (int(ends[-1]) + 1 if len(ends) else len(losses)), (
-            f"task {t} never learnt: accuracy {R[t, t]:.3f} at the end of its own training, below "
-            f"{NEVER_LEARNT:g}x chance ({chance[t]:.3f})")
+            f"task {t} never learnt: accuracy {_own_end_accuracy(log, tasks, t):.3f} at the end of its own "
+            f"training, below {NEVER_LEARNT:g}x chance ({chance[t]:.3f})")
     return None, DIVERGENCE_RULE
 
 

@@ -299,6 +299,25 @@ def test_a_blow_up_that_never_comes_down_and_a_task_never_learnt_are_divergence(
         == [0, 1]
 
 
+def test_a_task_erased_by_a_recurring_one_before_the_next_new_task_was_learnt():
+    """A recurring stream: task 0, task 1, task 0 again, task 2. Finetuning on the recurrence erases
+    task 1 before its phase ends (R[1, 1] = 0), but at the end of its own updates it was at 0.9."""
+    from clbench.evaluation import metrics
+
+    tasks = np.r_[np.zeros(40), np.ones(40), np.zeros(20), np.full(40, 2)].astype(int)
+    points = [(0, -1, [0.1, 0.1, 0.1]), (40, 0, [0.9, 0.0, 0.0]), (80, 1, [0.0, 0.9, 0.0]), (100, 0, [0.9, 0.0, 0.0]),
+              (140, 2, [0.0, 0.0, 0.9])]
+    log = pd.DataFrame([{"eval_step": k, "iteration": it, "trained_task": tt, "task": task, "accuracy": acc, "n": 10}
+                        for k, (it, tt, accs) in enumerate(points) for task, acc in enumerate(accs)])
+    chance = metrics.chance_levels("class-il", 6, [[0, 1], [2, 3], [4, 5]])
+    assert metrics.accuracy_matrix(log)[1, 1] == 0.0  # the phase's end, after the recurrence
+    flat = np.full(len(tasks), 1.0)  # a loss that never fell: only the accuracy decides
+    assert metrics.never_learnt(log, chance, flat, tasks) == []
+    assert metrics.divergence(flat, tasks, log, chance)[0] is None
+    erased = log.assign(accuracy=np.where((log["iteration"] == 80) & (log["task"] == 1), 0.0, log["accuracy"]))
+    assert metrics.never_learnt(erased, chance, flat, tasks) == [1]  # 0 at its own end: never learnt
+
+
 def test_a_diverged_run_is_marked_everywhere_and_ranks_last(capsys, tmp_path):
     out = tmp_path / "out"
     cfg = tmp_path / "exp.toml"
