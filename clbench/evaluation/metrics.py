@@ -24,6 +24,7 @@ stream, a plugin in a partial loop) gives the metrics of the tasks trained so fa
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -347,6 +348,27 @@ def noise_verdict(value: float, noise: float) -> str:
     return "above noise" if value >= NOISE_SIGNAL * max(noise, 0.0) and value > 0 else "within noise"
 
 
+class MissingEvaluation(UserWarning):
+    """A metric's input is not in the log (a loop of one's own that skipped an evaluation the
+    metric needs): the metric is NaN, and this says why."""
+
+
+def missing_evaluations(log: pd.DataFrame) -> list[str]:
+    """What the log lacks that the matrix metrics need, in sentences (empty for a clbench run, whose
+    protocol evaluates every task before the first update and at every task's end)."""
+    R, T = _final_row(log)
+    problems = []
+    holes = [(i, j) for i in range(T) for j in range(i + 1) if np.isnan(R[i, j])]
+    if holes:
+        pairs = ", ".join(f"task {j} after task {i}" for i, j in holes[:4]) + (" ..." if len(holes) > 4 else "")
+        problems.append(f"no evaluation of {pairs} at that task's end: ACC, BWT, forgetting, min-ACC and WC-ACC "
+                        "need every task seen so far evaluated when each task ends (they read NaN); evaluate "
+                        "them all at each boundary, as clbench's runner does")
+    if T and np.isnan(initial_accuracies(log)).all():
+        problems.append("no evaluation before the first update: FWT needs one (it reads NaN)")
+    return problems
+
+
 def summarize(log: pd.DataFrame) -> dict[str, float]:
     """Every metric of the log in one dict (WF/WP at w = 10 and 100, LCA at b = 10).
 
@@ -362,6 +384,8 @@ def summarize(log: pd.DataFrame) -> dict[str, float]:
     ``dip_depth`` is the old, mixed depth: the mean over every pair, gap and forgetting together.
     """
     log = as_log(log)
+    for problem in missing_evaluations(log):
+        warnings.warn(problem, MissingEvaluation, stacklevel=2)
     gap = stability_gap(log)
     dipped = gap[gap["dipped"].astype(bool)]
     back = gap[gap["recovered"].astype(bool)]  # the stability gap: dips that came back

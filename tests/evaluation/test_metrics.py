@@ -150,3 +150,35 @@ def test_every_iteration_evaluation_gives_the_per_evaluation_definitions():
         assert metrics.windowed_plasticity(log, w) == pytest.approx(max(rises))
     for b in (1, 10, 100):
         assert metrics.lca(log, b) == pytest.approx(acc[:b].mean())
+
+
+def test_a_log_missing_an_evaluation_the_matrix_metrics_need_says_so():
+    """A loop of one's own that evaluates only the current task at its end: forgetting is NaN, and
+    summarize says which evaluation is missing instead of returning NaN without a word."""
+    import warnings
+
+    from clbench.evaluation import metrics
+
+    steps = [(0, -1, {0: 0.1, 1: 0.1}), (40, 0, {0: 0.9}), (80, 1, {1: 0.9})]  # task 0 not evaluated after task 1
+    log = pd.DataFrame([{"eval_step": k, "iteration": it, "trained_task": tt, "task": task, "accuracy": acc, "n": 10}
+                        for k, (it, tt, accs) in enumerate(steps) for task, acc in accs.items()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = metrics.summarize(log)
+    messages = [str(w.message) for w in caught if issubclass(w.category, metrics.MissingEvaluation)]
+    assert np.isnan(summary["forgetting"]) and len(messages) == 1 and "task 0 after task 1" in messages[0]
+    whole = pd.concat([log, log.iloc[[-1]].assign(task=0, accuracy=0.5)], ignore_index=True)
+    assert metrics.missing_evaluations(whole) == [] and metrics.summarize(whole)["forgetting"] == pytest.approx(0.4)
+
+
+def test_a_clbench_run_gives_summarize_every_input(tmp_path):
+    import warnings
+
+    from clbench.evaluation import metrics
+    from clbench.run.runner import run
+    from clbench.run.settings import RunConfig
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(RunConfig(scenario="split-digits", strategy="finetune", seed=0, iterations=5), tmp_path / "r")
+    assert not [w for w in caught if issubclass(w.category, metrics.MissingEvaluation)]
