@@ -571,8 +571,9 @@ def _own_end_accuracy(log: pd.DataFrame, tasks: np.ndarray, t: int) -> float:
         return float("nan")
     breaks = np.flatnonzero(np.diff(its) > 1)
     end = int(its[breaks[0]] if len(breaks) else its[-1]) + 1  # the 1-based iteration of its last update
-    at = log[(log["iteration"] == end) & (log["task"] == t)]
-    return float(at["accuracy"].iloc[-1]) if len(at) else float(accuracy_matrix(log)[t, t])
+    L = as_log(log)
+    rows = [r for r in np.flatnonzero(L.iteration == end) if not np.isnan(L.values[r, t])]
+    return float(L.values[rows[-1], t]) if rows else float(accuracy_matrix(L)[t, t])
 
 
 def divergence(losses: np.ndarray, tasks: np.ndarray, log: pd.DataFrame, chance: list[float]

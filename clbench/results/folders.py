@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,9 @@ def failed_runs(roots: list[Path]) -> pd.DataFrame:
         for err in sorted(Path(root).glob(f"runs/*/*/seed*/{ERROR_FILE}")):
             if not is_complete(err.parent):
                 rec = read_result(err, io.read_json)
-                rows.append({"scenario": err.parts[-4], "strategy": err.parts[-3], "run": err.parts[-2],
+                # the names the folders escape (``io.path_segment``: %XX), as the leaderboard has them
+                rows.append({"scenario": unquote(err.parts[-4]), "strategy": unquote(err.parts[-3]),
+                             "run": err.parts[-2],
                              "error": rec.get("error", "") if isinstance(rec, dict) else "",
                              "run_dir": str(err.parent)})
     return pd.DataFrame(rows, columns=["scenario", "strategy", "run", "error", "run_dir"])

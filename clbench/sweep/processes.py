@@ -53,9 +53,21 @@ def start_worker_server() -> None:
     start at once."""
     global _server_started
     if worker_context().get_start_method() == "forkserver":
+        import signal
+        import threading
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        # the server's interpreter starts with Ctrl-C ignored (an ignored signal survives exec): a
+        # Ctrl-C while it imports its own site module printed a fatal error and a traceback beside
+        # the CLI's one line (seen with the machine loaded); ``quiet_server`` keeps it ignored, and
+        # this process's handler is back a few milliseconds later
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            forkserver.ensure_running()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         _server_started = True
 
 
