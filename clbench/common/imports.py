@@ -23,9 +23,8 @@ def import_object(path: str, what: str) -> Any:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            if e.name != module_name.split(".")[0] or os.getcwd() in sys.path:
+            if e.name != module_name.split(".")[0] or not _add_cwd():
                 raise
-            sys.path.append(os.getcwd())
             module = importlib.import_module(module_name)
         return getattr(module, attr)
     except (ImportError, AttributeError) as e:
@@ -34,6 +33,15 @@ def import_object(path: str, what: str) -> Any:
         first = f"{type(e).__name__}: {e}".strip().splitlines()[0]
         raise InputError(f"importing {what} {path!r} raised {first} (run python -c 'import {module_name}' to "
                          "see where)") from None
+
+
+def _add_cwd() -> bool:
+    """Put the current folder last on ``sys.path`` (a module beside the experiment); False when it
+    is there already."""
+    if os.getcwd() in sys.path:
+        return False
+    sys.path.append(os.getcwd())
+    return True
 
 
 def plugin(group: str, name: str) -> str | None:
@@ -74,8 +82,7 @@ def own_modules(names: Iterable[str]) -> list[str]:
         top = module_name.split(".")[0]
         if not sep or not top or top == "clbench":
             continue
-        if os.getcwd() not in sys.path:  # as import_object finds it
-            sys.path.append(os.getcwd())
+        _add_cwd()  # as import_object finds it
         try:
             spec = importlib.util.find_spec(top)
         except (ImportError, ValueError):

@@ -144,8 +144,7 @@ def _draw(drawing) -> list[Path]:
     """One figure, written in every format asked for: the files."""
     draw, args, output = drawing
     _OUTPUT.update(output)
-    first = draw(*args)
-    return [first.with_suffix(f".{f}") for f in _OUTPUT["formats"]]
+    return draw(*args)
 
 
 def _band(series: list[pd.Series]):
@@ -180,7 +179,7 @@ def _broken(band, gaps: list[list[tuple[int, int]]]):
     return (xs[order], *values)
 
 
-def _mean_accuracy(scenario, runs, out) -> Path:
+def _mean_accuracy(scenario, runs, out) -> list[Path]:
     fig, axes = _figure(1, 2, figsize=(14, 5), sharey=True)
     colours = strategy_colours(runs)
     for ax, old_only in zip(axes, (False, True)):
@@ -203,7 +202,7 @@ def _mean_accuracy(scenario, runs, out) -> Path:
     return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_mean_accuracy.png"))
 
 
-def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
+def _per_task(scenario, strategy, seeds, out, free: bool = False) -> list[Path]:
     fig, ax = _figure(figsize=(11, 5))
     logs = list(seeds.values())
     first = logs[0]
@@ -237,7 +236,7 @@ def _per_task(scenario, strategy, seeds, out, free: bool = False) -> Path:
     return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_tasks_{strategy.split(' ')[0]}.png"))
 
 
-def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
+def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> list[Path]:
     first = next(iter(next(iter(runs.values())).values()))
     bounds = boundaries(first)
     task_len = (first["iteration"].max() / max(1, len(bounds) + 1))
@@ -268,7 +267,7 @@ def _gap_zoom(scenario, runs, out, free: set[str] = frozenset()) -> Path:
     return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_gap_zoom.png"))
 
 
-def _matrices(scenario, runs, out) -> Path:
+def _matrices(scenario, runs, out) -> list[Path]:
     n = len(runs)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
@@ -288,7 +287,7 @@ def _matrices(scenario, runs, out) -> Path:
     return _save(fig, out / io.path_segment(portable=True, text=f"{scenario}_matrix.png"))
 
 
-def _bars(scenario, runs, out) -> Path:
+def _bars(scenario, runs, out) -> list[Path]:
     names = list(runs)
     vals = {m: [] for m in ("acc", "min_acc", "wc_acc")}
     for strategy in names:  # the three metrics drawn, not the whole summary (the gap's is the costly part)
@@ -321,12 +320,14 @@ def _figure(*grid, figsize, **kw):
     return fig, fig.subplots(*grid, **kw)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path) -> list[Path]:
     """Write the figure in each format asked for (``path`` with its suffix replaced), each to a
-    temporary name, then renamed: a plot is complete or absent."""
+    temporary name, then renamed: a plot is complete or absent. The files written."""
+    files = []
     for fmt in _OUTPUT["formats"]:
         target = path.with_suffix(f".{fmt}")
         tmp = target.with_name(f".{target.name}.tmp.{fmt}")
         fig.savefig(tmp, dpi=_OUTPUT["dpi"], format=fmt)
         tmp.replace(target)
-    return path
+        files.append(target)
+    return files

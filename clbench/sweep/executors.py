@@ -299,15 +299,15 @@ def run_elsewhere(config: RunConfig | ResolvedRun) -> tuple[Outcome, dict[str, b
     scratch = Path(tempfile.mkdtemp(prefix="clbench-run-"))
     try:
         out = scratch / "run"
-        outcome = run_guarded(config, out)
+        outcome, node = run_guarded(config, out), _node_name()
         if outcome.failed:  # say where: a node may lack what the others have (the data, a module)
             record = io.read_json(out / ERROR_FILE)
-            record["node"] = _node_name()
+            record["node"] = node
             record["error"] = outcome.error = f"on node {record['node']}: {outcome.error}"
             io.write_json(out / ERROR_FILE, record)
         files = {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()} \
             if out.is_dir() else {}
-        return dataclasses.replace(outcome, out=Path("run"), node=_node_name()), files
+        return dataclasses.replace(outcome, out=Path("run"), node=node), files
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
