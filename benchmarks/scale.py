@@ -22,7 +22,15 @@ under the default schedule on ``perm-default`` and ``split10``; metric differenc
 (iterations-to-recover within 2); peak RSS of ``perm20`` under every-iteration evaluation at most
 3 GB.
 
+``--replay`` adds, for every every-iteration run, the default schedule replayed over its curves
+(``clbench.evaluation.replay``: a look back reads the recorded accuracy of its iteration, so the
+log is the one a default-schedule run would make): the share of every-iteration evaluation's
+task-samples it keeps and each metric's difference. It checks the schedule on a long reference in
+seconds, without a second run; the seconds of a real run also count what a look costs beyond its
+samples (a restore and a forward call per look).
+
     python benchmarks/scale.py [--configs perm5,split1] [--strategies finetune,er] [--jobs 2] [--device cpu]
+                               [--replay]
 """
 
 from __future__ import annotations
@@ -81,6 +89,23 @@ def _differs(a: float, b: float) -> float:
     return 0.0 if math.isnan(a) and math.isnan(b) else b - a
 
 
+def replayed(config: str, strategy: str, seed: int, out: str) -> dict:
+    """The default schedule replayed over the every-iteration run's curves: kept share, metrics."""
+    import pandas as pd
+
+    from clbench.evaluation import metrics
+    from clbench.evaluation.replay import every_iteration_curves, replay
+    from clbench.evaluation.schedules import make_schedule
+
+    folder = Path(out) / config / "every" / strategy / f"seed{seed}"
+    log = pd.read_csv(folder / "curves.csv")
+    sizes = log.groupby("task")["n"].first().tolist()  # the evaluation subset of each task
+    curves, segments = every_iteration_curves(log)
+    r = replay(make_schedule("refine", None, 0, sizes), curves, segments, size=max(sizes))
+    summary = metrics.summarize(r.log)
+    return {"share": r.share, "evaluations": r.evaluations, **{m: summary[m] for m, _ in METRICS}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "digits"))
@@ -90,6 +115,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="results/scale")
+    ap.add_argument("--replay", action="store_true",
+                    help="also replay the default schedule over each every-iteration run's curves")
     args = ap.parse_args()
     configs, strategies = args.configs.split(","), args.strategies.split(",")
     schedules, seeds = args.schedules.split(","), [int(s) for s in args.seeds.split(",")]
@@ -118,6 +145,18 @@ def main() -> None:
             diffs += f"{d:>+10.4f}"
         print(f"{c:<13}{st:<10}{sch:<9}{r['n_evaluations']:>7}{r['train_seconds']:>9.1f}{r['eval_seconds']:>9.1f}"
               f"{r['eval_seconds'] / r['train_seconds']:>11.2f}{r['peak_rss_gb']:>8.2f}{diffs}")
+    if args.replay:
+        print("\nthe default schedule replayed over the every-iteration curves")
+        print(f"{'config':<13}{'strategy':<10}{'evals':>7}{'kept share':>11}"
+              + "".join(f"{'Δ' + label:>10}" for _, label in METRICS))
+        for (c, sch, st, seed), ref in rows.items():
+            if sch != "every":
+                continue
+            r = replayed(c, st, seed, args.out)
+            diffs = [_differs(ref[m], r[m]) for m, _ in METRICS]
+            for (m, _), d in zip(METRICS, diffs):
+                worst[m] = max(worst.get(m, 0.0), abs(d)) if not math.isnan(d) else math.inf
+            print(f"{c:<13}{st:<10}{r['evaluations']:>7}{r['share']:>11.3f}" + "".join(f"{d:>+10.4f}" for d in diffs))
     if worst:
         print("largest |difference| from every-iteration evaluation: "
               + ", ".join(f"{label} {worst[m]:.4f} (target {TOLERANCE.get(m, 0.005)})"
