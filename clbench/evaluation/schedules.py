@@ -248,9 +248,9 @@ class RefineSchedule(Schedule):
       sub-interval may hold a value below the lowest seen in the segment: while its lower end,
       less how far the curve can stray and come back inside it (``reach`` times half its length
       at the task's recent speed: its noise, or the steepest slope between its known points of
-      the last period where faster, as right after a switch; for a task back from its lowest
-      point, at least the ``back_quantile`` of its moves between consecutive iterations), is
-      within the noise margin of it;
+      the last period where faster, as right after a switch; for a task back from a dip, at
+      least the ``back_quantile`` of its moves between consecutive iterations), is within the
+      noise margin of it;
     - **a dip that came back** inside (a, b) (WF): bisection, for every task, while the drop from
       the points a window before ``a`` (or from the higher end) to the lower end less the stray
       beyond the noise may exceed the task's largest drop within ``window`` iterations so far;
@@ -382,15 +382,19 @@ class RefineSchedule(Schedule):
         return max(floor, self.z * self._pace(task)) if self.moves.get(task) else max(floor, 0.01)
 
     def _reach(self, task: int, a: int, b: int) -> float:
-        """How far the curve may stray from both ends of (a, b) and come back. For an old task that
-        dipped and came back since its lowest point, the speed is at least the ``back_quantile`` of
-        its moves between consecutive iterations: a lower low found after a return moves where
-        iterations-to-recover counts from by hundreds of updates, and the slopes just before ``a``
-        miss a sharp dip inside a steady oscillation (EWC on permuted-fmnist, 0.577 -> 0.476 ->
-        0.569 within 8 updates whose neighbours moved at a third of that speed)."""
-        speed = self._speed(task, a)
-        if self._back_from_a_dip(task):
-            speed = max(speed, float(np.quantile(self.moves[task], self.back_quantile)))
+        """How far the curve may stray from both ends of (a, b) and come back."""
+        return self.reach * (b - a) / 2 * self._speed(task, a)
+
+    def _reach_below(self, task: int, a: int, b: int) -> float:
+        """How far below its ends (a, b) may hold a new lowest point. For an old task back from a
+        dip, at least the ``back_quantile`` of its moves between consecutive iterations as the
+        speed: a lower low after a return moves where iterations-to-recover counts from by
+        hundreds of updates, and the slopes just before ``a`` miss a sharp dip inside a steady
+        oscillation (EWC on permuted-fmnist: 0.577 -> 0.476 -> 0.569 within 8 updates whose
+        neighbours moved at a third of that speed)."""
+        if not self._back_from_a_dip(task):
+            return self._reach(task, a, b)
+        speed = max(self._speed(task, a), float(np.quantile(self.moves[task], self.back_quantile)))
         return self.reach * (b - a) / 2 * speed
 
     def _back_from_a_dip(self, task: int) -> bool:
@@ -497,7 +501,7 @@ class RefineSchedule(Schedule):
             # the segment's minimum, and after the pseudo-switch its own (the gap's noise floor)
             low, _ = self._low(i)
             # nothing is below 0: a task at 0 has its minimum already
-            if low > 0 and lo - self._reach(i, a, b) <= low + margin:
+            if low > 0 and lo - self._reach_below(i, a, b) <= low + margin:
                 return True
             pseudo = self.pseudo_lows.get(i) if self.mid is not None and a >= self.mid else None
             if pseudo and pseudo[0] > 0 and self._in_gap(i) and lo - self._reach(i, a, b) <= pseudo[0] + margin:
