@@ -450,7 +450,9 @@ UNEVALUATED = {
     "min_acc": "skipped (a minimum over evaluated iterations); refine looks back at each candidate minimum",
     "wc_acc": "skipped, as min-ACC",
     "wf10": "skipped: a window with fewer than two evaluations shows no drop; n/a when no task has a window of "
-            "two (evaluated every 10 iterations or more sparsely)",
+            "two (evaluated every 10 iterations or more sparsely); refine looks for each task's largest drop, but "
+            "where the largest drops are the noise's (joint training) it can read low (by 0.007 on the default "
+            "permuted-fmnist stream): evaluate every iteration for it there",
     "wf10_noise": "skipped, as WF10 (refine evaluates every iteration within 10 of each segment's middle)",
     "wf100": "skipped, as WF10; the refine schedule looks for the points of 10-iteration windows only, so under it "
              "WF100 can read low (by up to 0.006 on delange-split-fmnist's runs): evaluate every iteration for it",
