@@ -33,7 +33,7 @@ def readme_commands(showing_divergence: bool | None = None) -> list[str]:
     the others, when asked)."""
     text = README.read_text()
     commands = []
-    for mark, block in re.findall(r"(<!-- shows-divergence -->\s*)?```bash\n(.*?)```", text, re.S):
+    for mark, block in re.findall(rf"({re.escape(SHOWS_DIVERGENCE)}\s*)?```bash\n(.*?)```", text, re.S):
         if showing_divergence is not None and bool(mark) != showing_divergence:
             continue
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
@@ -109,14 +109,15 @@ def test_every_readme_command_runs(commands, tmp_path):
     own = re.search(r"<!-- own-data -->\s*```python\n(.*?)```", README.read_text(), re.S).group(1)
     (tmp_path / "my_data.py").write_text(own)
     script = Path(sys.executable).with_name("clbench")
+    diverging = readme_commands(showing_divergence=True)
     for command in commands:
         done = subprocess.run([str(script), *tiny(command)], cwd=tmp_path, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
         # no example diverges unless it says it shows divergence
-        if command not in readme_commands(showing_divergence=True):
+        if command not in diverging:
             assert "DIVERGED" not in done.stdout, f"{command}\n{done.stdout[-2000:]}"
-    if not set(commands) & set(readme_commands(showing_divergence=True)):
+    if not set(commands) & set(diverging):
         for board in tmp_path.glob("results/**/leaderboard.csv"):
             assert pd.read_csv(board)["n_diverged"].eq(0).all(), board
     if any("--out results/merged" in c for c in commands):

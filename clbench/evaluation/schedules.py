@@ -381,9 +381,10 @@ class RefineSchedule(Schedule):
         floor = self.floors[task] if task < len(self.floors) else 0.003
         return max(floor, self.z * self._pace(task)) if self.moves.get(task) else max(floor, 0.01)
 
-    def _reach(self, task: int, a: int, b: int) -> float:
-        """How far the curve may stray from both ends of (a, b) and come back."""
-        return self.reach * (b - a) / 2 * self._speed(task, a)
+    def _reach(self, task: int, a: int, b: int, at_least: float = 0.0) -> float:
+        """How far the curve may stray from both ends of (a, b) and come back (its speed at least
+        ``at_least``)."""
+        return self.reach * (b - a) / 2 * max(self._speed(task, a), at_least)
 
     def _reach_below(self, task: int, a: int, b: int) -> float:
         """How far below its ends (a, b) may hold a new lowest point. For an old task back from a
@@ -394,8 +395,7 @@ class RefineSchedule(Schedule):
         neighbours moved at a third of that speed)."""
         if not self._back_from_a_dip(task):
             return self._reach(task, a, b)
-        speed = max(self._speed(task, a), float(np.quantile(self.moves[task], self.back_quantile)))
-        return self.reach * (b - a) / 2 * speed
+        return self._reach(task, a, b, at_least=float(np.quantile(self.moves[task], self.back_quantile)))
 
     def _back_from_a_dip(self, task: int) -> bool:
         """Whether old task ``task`` fell below its accuracy before the switch by more than the
