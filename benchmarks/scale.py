@@ -147,7 +147,10 @@ def main() -> None:
               f"{r['eval_seconds'] / r['train_seconds']:>11.2f}{r['peak_rss_gb']:>8.2f}{diffs}")
     if args.replay:
         print("\nthe default schedule replayed over the every-iteration curves")
-        print(f"{'config':<13}{'strategy':<10}{'evals':>7}{'kept share':>11}"
+        print("(kept share: of every-iteration evaluation's task-samples; eval/train est: the kept share times "
+              "every-iteration's eval/train, samples only, a look's restore and forward call not counted; share "
+              "for 1x: the kept share at which evaluation would cost what training does)")
+        print(f"{'config':<13}{'strategy':<10}{'evals':>7}{'kept share':>11}{'eval/train est':>15}{'share for 1x':>13}"
               + "".join(f"{'Δ' + label:>10}" for _, label in METRICS))
         for (c, sch, st, seed), ref in rows.items():
             if sch != "every":
@@ -156,7 +159,9 @@ def main() -> None:
             diffs = [_differs(ref[m], r[m]) for m, _ in METRICS]
             for (m, _), d in zip(METRICS, diffs):
                 worst[m] = max(worst.get(m, 0.0), abs(d)) if not math.isnan(d) else math.inf
-            print(f"{c:<13}{st:<10}{r['evaluations']:>7}{r['share']:>11.3f}" + "".join(f"{d:>+10.4f}" for d in diffs))
+            every = ref["eval_seconds"] / ref["train_seconds"]
+            print(f"{c:<13}{st:<10}{r['evaluations']:>7}{r['share']:>11.3f}{r['share'] * every:>15.2f}"
+                  f"{min(1.0, 1 / every):>13.3f}" + "".join(f"{d:>+10.4f}" for d in diffs))
     if worst:
         print("largest |difference| from every-iteration evaluation: "
               + ", ".join(f"{label} {worst[m]:.4f} (target {TOLERANCE.get(m, 0.005)})"

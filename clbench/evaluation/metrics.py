@@ -275,6 +275,22 @@ def aaa(log: pd.DataFrame) -> float:
     return float(np.sum(w * v) / np.sum(w))
 
 
+def evaluated_every_iteration(log: pd.DataFrame) -> bool:
+    """Whether every task was evaluated at every iteration from the start of its own phase to the
+    last: every-iteration evaluation, the reference for every metric here. False under a schedule
+    that skipped some (the refine schedule on long segments): its minima come from looks at the
+    exact iterations where they may lie, its WF/WP count only evaluated iterations (a lower bound
+    of every iteration's) and its AAA is an estimate (``UNEVALUATED``)."""
+    L = as_log(log)
+    last = int(L.iteration.max())
+    for i in range(L.p + 1):
+        start = L.phase_start(i)
+        its = L.curve_points(i)[0]
+        if len(np.unique(its[its > start])) < last - start:
+            return False
+    return True
+
+
 def stability_gap(log: pd.DataFrame) -> pd.DataFrame:
     """One row per (old task i, later task t): the dip of task i while task t is learned.
 

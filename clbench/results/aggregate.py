@@ -36,6 +36,9 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
         row["n_diverged"] = int(g["diverged_at"].notna().sum()) if "diverged_at" in g else 0
         # runs of a view-batch strategy whose self-supervised term never acted (tasks inside its warm-up)
         row["n_ssl_silent"] = int((g["ssl_updates"] == 0).sum()) if "ssl_updates" in g else 0
+        # runs a schedule evaluated at some iterations only (their WF a lower bound, their AAA an estimate)
+        row["n_sparse"] = int((~g["evaluated_every_iteration"].fillna(True).astype(bool)).sum()) \
+            if "evaluated_every_iteration" in g else 0
         row["label"] = str(g["label"].iloc[0]) if "label" in g and g["label"].notna().any() else key[2]
         row["own_settings"] = str(g["own_settings"].iloc[0]) if "own_settings" in g else "{}"
         row["uses_memory"] = bool(g["uses_memory"].fillna(False).astype(bool).any()) if "uses_memory" in g else False
@@ -58,7 +61,7 @@ def leaderboard(runs: pd.DataFrame, failed: pd.DataFrame | None = None, referenc
         if not any(r["scenario"] == scenario and r["strategy"] == strategy for r in out):
             out.append({"scenario": scenario, "setting": "", "strategy": strategy, "params": "{}",
                         "settings": "{}", "n_runs": 0, "n_seeds": 0,
-                        "seeds": "", "n_diverged": 0, "label": strategy, "uses_memory": False,
+                        "seeds": "", "n_diverged": 0, "n_sparse": 0, "label": strategy, "uses_memory": False,
                         "memory_budget": None, "budget_overridden": "",
                         **{f"{m}_{s}": float("nan") for m in METRICS for s in ("mean", "std", "ci95")},
                         **{f"{m}_n": 0 for m in METRICS}, "gap_verdict": "n/a", "wf10_verdict": "n/a"})

@@ -100,8 +100,11 @@ def collect(roots: list[Path], recompute: bool = False) -> pd.DataFrame:
     for d in run_folders(roots):
         s = read_summary(d)
         record = read_result(d / "config.json", io.read_json)
-        if recompute:
+        # runs made before it was recorded: from their curves where kept (unknown where not)
+        if recompute or ("evaluated_every_iteration" not in s and (d / "curves.csv").is_file()):
             log = read_result(d / "curves.csv", lambda p: metrics.as_log(read_curves(p)))  # pivoted once
+            s["evaluated_every_iteration"] = metrics.evaluated_every_iteration(log)
+        if recompute:
             s.update(metrics.summarize(log))
             train = read_result(d / "train.csv", pd.read_csv)
             sc = record.get("scenario", {})

@@ -14,7 +14,13 @@ from clbench.common.errors import InputError
 from clbench.results.aggregate import leaderboard, orderings_per_row
 from clbench.results.columns import ALPHA
 from clbench.results.folders import collect, failed_runs
-from clbench.results.notes import experiment_presets, fairness_notes, reliability_notes, with_published
+from clbench.results.notes import (
+    evaluation_notes,
+    experiment_presets,
+    fairness_notes,
+    reliability_notes,
+    with_published,
+)
 from clbench.results.tables import people_table, to_markdown
 
 #: what identifies one run across experiments: the same key twice is the same run counted twice
@@ -106,7 +112,7 @@ def write_leaderboard(roots: list[Path], out: Path, recompute: bool = False, all
             "accuracy (Harun et al., CVPR-W 2023): training GFLOP counted with torch.utils.flop_counter's formulas on "
             "sampled steps (replay, memory gradients, Fisher and views included), memory held at the end (samples, "
             "MB), trainable parameters, wall seconds per run.\n\n")
-    fairness = fairness_notes(lb) + reliability_notes(lb, failed)
+    fairness = fairness_notes(lb) + reliability_notes(lb, failed) + evaluation_notes(lb)
     table, sources = with_published(people_table(lb, metrics or None), lb, experiment_presets(roots))
     body = to_markdown(table)
     io.atomic_write_text(out / "leaderboard.md", "# Leaderboard\n\n" + note + body + sources +

@@ -113,3 +113,20 @@ def fairness_notes(lb: pd.DataFrame) -> list[str]:
                               if not np.isnan(v))
             notes.append(f"{scenario}: rows differ in training updates ({parts}).")
     return notes
+
+
+def evaluation_notes(lb: pd.DataFrame) -> list[str]:
+    """A sentence per scenario whose rows hold runs not evaluated at every iteration: which of
+    their numbers are bounds or estimates (WF10's header means every-iteration WF10; a schedule
+    that skipped iterations can only read it lower)."""
+    notes = []
+    sparse = lb[lb.get("n_sparse", pd.Series(0, index=lb.index)) > 0]
+    for scenario, g in sparse.groupby("scenario", sort=False):
+        rows = ", ".join(f"{r.label} ({r.n_sparse} of {r.n_runs} runs)" for r in g.itertuples())
+        notes.append(f"{scenario}: {rows} not evaluated at every iteration: min-ACC, WC-ACC and the gap come "
+                     "from the iterations evaluated (the refine schedule, the default on tasks of more than 100 "
+                     "updates, looks back at the exact iterations where each minimum and recovery may lie); WF10 and "
+                     "WF100 count the evaluated iterations only, so they are lower bounds of every-iteration "
+                     "evaluation's; AAA is an estimate (clbench list metrics says how each metric treats an "
+                     "unevaluated iteration; --eval-schedule periodic --eval-every 1 is the reference).")
+    return notes

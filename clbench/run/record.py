@@ -80,6 +80,8 @@ def summarize(run: ResolvedRun, scenario: scenarios.Scenario, trained: Trained, 
     at, why = metrics.divergence(trained.losses, trained.task_of_iteration, log, chance)
     return {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
             "n_evaluations": trained.evaluator.n_steps(), "wall_seconds": wall_seconds,
+            # every task at every iteration of its curve (the reference), or a schedule's subset
+            "evaluated_every_iteration": metrics.evaluated_every_iteration(log),
             "train_seconds": train_s, "eval_seconds": trained.eval_seconds,
             "train_iters_per_second": n_total / max(train_s, 1e-9),
             # the first iteration at which training diverged (``metrics.divergence``), or None; and why

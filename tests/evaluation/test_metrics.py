@@ -152,6 +152,16 @@ def test_every_iteration_evaluation_gives_the_per_evaluation_definitions():
         assert metrics.lca(log, b) == pytest.approx(acc[:b].mean())
 
 
+def test_a_log_says_whether_every_task_was_evaluated_at_every_iteration(log):
+    """Each task from its own phase on, at every iteration to the last: the reference a table's
+    WF10 header means (a task not yet trained needs no evaluation before its phase)."""
+    assert metrics.evaluated_every_iteration(log)
+    one_skipped = log[~((log["iteration"] == 4) & (log["task"] == 0))]  # a look for task 1 only
+    assert not metrics.evaluated_every_iteration(one_skipped)
+    assert not metrics.evaluated_every_iteration(_one_task_log([5, 10, 15], [1.0, 0.9, 0.5]))
+    assert metrics.evaluated_every_iteration(_one_task_log([1, 2, 3], [1.0, 0.9, 0.5]))
+
+
 def test_a_log_missing_an_evaluation_the_matrix_metrics_need_says_so():
     """A loop of one's own that evaluates only the current task at its end: forgetting is NaN, and
     summarize says which evaluation is missing instead of returning NaN without a word."""

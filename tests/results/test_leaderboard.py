@@ -293,3 +293,27 @@ def test_the_default_paper_table_fits_a_one_column_page(capsys, three_seeds, tmp
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-2000:]
         assert "Overfull" not in (tmp_path / "doc.log").read_text()
+
+
+def test_a_table_says_when_its_runs_were_not_evaluated_at_every_iteration(capsys, tmp_path):
+    """WF10's header means every-iteration WF10: under a schedule that skipped iterations the table
+    says it is a lower bound (and AAA an estimate); every-iteration runs get no such note."""
+    from tests.helpers import invoke, tiny
+
+    sparse, every = tmp_path / "sparse", tmp_path / "every"
+    assert invoke(capsys, "run", *tiny("finetune", "0,1", 6, 3), "--eval-schedule", "periodic", "--out",
+                  str(sparse))[0] == 0
+    assert invoke(capsys, "run", *tiny("finetune", "0", 6, 1), "--eval-schedule", "periodic", "--out",
+                  str(every))[0] == 0
+    summary = json.loads((sparse / "runs/split-digits/finetune/seed0/summary.json").read_text())
+    assert summary["evaluated_every_iteration"] is False
+    md = (sparse / "leaderboard.md").read_text()
+    assert "finetune (2 of 2 runs) not evaluated at every iteration" in md and "lower bounds" in md
+    assert "not evaluated at every iteration" not in (every / "leaderboard.md").read_text()
+    # runs kept from before the field was recorded: read from their curves
+    for root in (sparse, every):
+        path = root / "runs/split-digits/finetune/seed0/summary.json"
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items()
+                                    if k != "evaluated_every_iteration"}))
+    assert write_leaderboard([sparse], sparse)["n_sparse"].tolist() == [2]
+    assert write_leaderboard([every], every)["n_sparse"].tolist() == [0]
