@@ -122,6 +122,12 @@ class Strategy:
         larger memory buys accuracy."""
         return None
 
+    def kept_data(self) -> list[torch.Tensor]:
+        """The scenario's own tensors this strategy keeps as its memory, referenced rather than
+        copied (joint training: every task's); the runner counts their bytes as held, as it
+        would a copy's. Empty by default."""
+        return []
+
     def first_end(self, task: Task) -> bool:
         """True the first time ``task`` ends, and records it: rehearsal segments of a task that
         comes back (recurring streams) train without consolidating it again."""

@@ -6,11 +6,13 @@ accuracy).
 ``held_by`` walks the objects the strategy references (attributes, containers, modules, plugins)
 and adds up every tensor and array it reaches, each storage once, leaving out the model being
 trained (its parameters and buffers), its optimiser (and that optimiser's state) and the
-scenario's own data, which every strategy has. A dataset it reaches (Avalanche's replay buffers
-are datasets of indices into the experience's data) holds ``len`` samples of the size of its
-first one. Samples: a dataset's ``len``, and the leading size of every tensor shaped like a batch
-of inputs (``[n, *input_shape]``), unless the strategy counts its own (``Strategy.memory_samples``:
-a buffer kept with a concatenated copy for sampling is the same samples twice).
+scenario's own data, which every strategy has, unless the strategy keeps it as its memory
+(``Strategy.kept_data``: joint training references every task's tensors instead of copying
+them). A dataset it reaches (Avalanche's replay buffers are datasets of indices into the
+experience's data) holds ``len`` samples of the size of its first one. Samples: a dataset's
+``len``, and the leading size of every tensor shaped like a batch of inputs
+(``[n, *input_shape]``), unless the strategy counts its own (``Strategy.memory_samples``: a
+buffer kept with a concatenated copy for sampling is the same samples twice).
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def held_by(strategy: Any, *, model: torch.nn.Module | None, optimizer: Any, dat
     for t in [*(model.parameters() if model is not None else ()), *(model.buffers() if model is not None else ()),
               *data]:
         excluded.add(_storage(t))
+    kept = getattr(strategy, "kept_data", None)  # the scenario's tensors a strategy keeps as its memory
+    for t in kept() if callable(kept) else ():
+        excluded.discard(_storage(t))
     if optimizer is not None:
         for state in getattr(optimizer, "state", {}).values():
             for v in state.values() if isinstance(state, dict) else ():
