@@ -67,16 +67,16 @@ class Joint(Strategy):
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows ``idx`` of the union of the tasks seen (inputs as stored, labels, task ids), in
-        that order, gathered from each task's tensors."""
+        that order: grouped by task, one gather from each task's tensors, then put back in order."""
         part = torch.bucketize(idx, self._starts[1:], right=True)  # which task each row is in
-        x = torch.empty((len(idx), *self._xs[0].shape[1:]), dtype=self._xs[0].dtype, device=self.device)
-        y = torch.empty(len(idx), dtype=self._ys[0].dtype, device=self.device)
-        for k in part.unique().tolist():
-            where = (part == k).nonzero().flatten()
-            local = (idx[where] - self._starts[k]).to(self.device)
-            where = where.to(self.device)
-            x[where] = self._xs[k].index_select(0, local)
-            y[where] = self._ys[k].index_select(0, local)
+        order = torch.argsort(part, stable=True)
+        local = (idx - self._starts[part])[order].to(self.device)
+        chunks = local.split(torch.bincount(part, minlength=len(self._xs)).tolist())
+        xs = torch.cat([x.index_select(0, rows) for x, rows in zip(self._xs, chunks)])
+        ys = torch.cat([y.index_select(0, rows) for y, rows in zip(self._ys, chunks)])
+        x, y = torch.empty_like(xs), torch.empty_like(ys)
+        order = order.to(self.device)
+        x[order], y[order] = xs, ys
         ids = torch.tensor([t.id for t in self._data], dtype=torch.long)
         return x, y, ids[part].to(self.device)
 
