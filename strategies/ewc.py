@@ -173,4 +173,3 @@ class _Inputs:
 
     def __getitem__(self, rows: slice) -> torch.Tensor:
         return self.data.batch(self.idx[rows], self.device)[0]
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Literal
 
 import torch
@@ -54,7 +55,7 @@ class Joint(Strategy):
         self._data.append(task)
         self._xs.append(task.train.x.to(self.device))
         self._ys.append(task.train.y.to(self.device))
-        self._starts = torch.tensor([0, *torch.tensor([len(y) for y in self._ys]).cumsum(0).tolist()])
+        self._starts = torch.tensor([0, *accumulate(len(y) for y in self._ys)])
         self._norm = self._data[0].train.normalize
         self._order, self._cursor = torch.randperm(int(self._starts[-1]), generator=self.generator), 0
 
