@@ -77,6 +77,7 @@ def summarize(run: ResolvedRun, scenario: scenarios.Scenario, trained: Trained, 
     train_s = float(trained.train_seconds.sum())
     cost = {k: v for k, v in trained.cost.items() if k != "flop_counting"}
     chance = metrics.chance_levels(scenario.setting, scenario.n_classes, scenario.task_classes)
+    log = metrics.as_log(log)  # pivoted once for the metrics, the divergence rule and the coverage
     at, why = metrics.divergence(trained.losses, trained.task_of_iteration, log, chance)
     return {**metrics.summarize(log), "n_tasks": len(scenario.tasks), "iterations": n_total,
             "n_evaluations": trained.evaluator.n_steps(), "wall_seconds": wall_seconds,
